@@ -1,0 +1,5 @@
+import sys
+
+from jal_plugins.cli import main
+
+sys.exit(main())

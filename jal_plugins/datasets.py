@@ -1,0 +1,104 @@
+"""Datasets as arrays: train/test inputs (uint8 NCHW images or float tabular rows) and labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class ArrayDataset:
+    """A classification dataset held in memory; ``y_train`` are the clean labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: list[float] | None = None  # per-channel normalisation of uint8 images, in [0, 1] units
+    std: list[float] | None = None
+    noisy_labels: dict[str, np.ndarray] = field(default_factory=dict)  # real label sets (CIFAR-N)
+
+    def __post_init__(self):
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if len(x) != len(y):
+                raise ValueError(f"{self.name}: {len(x)} {split} inputs but {len(y)} labels")
+            if y.size and (y.min() < 0 or y.max() >= self.num_classes):
+                raise ValueError(f"{self.name}: {split} labels must lie in 0..{self.num_classes - 1}")
+        if self.x_train.dtype == np.uint8 and self.mean is None:
+            self.mean, self.std = channel_stats(self.x_train)
+
+    @property
+    def in_channels(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def is_image(self) -> bool:
+        return self.x_train.ndim == 4
+
+    def features(self) -> np.ndarray:
+        """Flattened, normalised training inputs (for instance-dependent noise)."""
+        x = self.x_train.astype(np.float32)
+        if self.x_train.dtype == np.uint8:
+            mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
+            std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
+            x = (x / 255 - mean) / std
+        return x.reshape(len(x), -1)
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 NCHW images, in [0, 1] units."""
+    x = images.astype(np.float64) / 255
+    return x.mean((0, 2, 3)).tolist(), np.maximum(x.std((0, 2, 3)), 1e-8).tolist()
+
+
+def as_nchw(x: np.ndarray) -> np.ndarray:
+    """Images as NCHW: (N, H, W) gains a channel axis; NHWC (last axis 1, 3 or 4) is transposed."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
+def digits(test_size: int = 500, split_seed: int = 0) -> ArrayDataset:
+    """scikit-learn's bundled digits (1,797 8x8 images), a fixed stratified split into train/test."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    raw = load_digits()
+    images = np.round(raw.images * (255 / 16)).astype(np.uint8)[:, None]
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, raw.target.astype(np.int64), test_size=test_size, stratify=raw.target, random_state=split_seed
+    )
+    return ArrayDataset("digits", x_tr, y_tr, x_te, y_te, 10)
+
+
+def npz(path: str, num_classes: int | None = None) -> ArrayDataset:
+    """An .npz with ``x_train, y_train, x_test, y_test``: uint8 images (NCHW/NHWC/NHW) or float rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file {str(path)!r} does not exist")
+    with np.load(path, allow_pickle=False) as f:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
+        if missing:
+            raise ValueError(f"{path} lacks {missing} (has {f.files})")
+        arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    x_train, x_test = (arrays[k] if arrays[k].ndim == 2 else as_nchw(arrays[k]) for k in ("x_train", "x_test"))
+    if x_train.dtype != np.uint8:
+        x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
+    y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_test"].astype(np.int64)
+    k = num_classes or int(max(y_train.max(), y_test.max())) + 1
+    return ArrayDataset(path.stem, x_train, y_train, x_test, y_test, k)
+
+
+CATALOGUE = {"digits": (digits, ()), "npz": (npz, ())}
+
+
+def register_all(register) -> None:
+    for name, (factory, aliases) in CATALOGUE.items():
+        register(name, factory, aliases=aliases)

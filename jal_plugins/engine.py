@@ -1,0 +1,274 @@
+"""The training engine: the one loop behind ``jal-plugins run`` and ``JALClassifier``.
+
+The data lives on the device (images as uint8); shuffling and augmentation are batched tensor ops
+drawn from a generator seeded per (seed, epoch), so a resumed run sees the same stream; nothing in a
+step synchronises with the host (statistics are read once per epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+AUGMENTATIONS = ("none", "crop-flip", "crop-flip-rotate")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """One training recipe (losses-and-noise.md §5); every field can be overridden."""
+
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    l1: float = 0.0
+    clip: float | None = 5.0
+    schedule: str = "cosine"
+    augment: str = "none"
+    eval_batch_size: int = 256
+    amp: bool = True  # bf16 autocast on CUDA (the loss itself stays fp32)
+    deterministic: bool = False
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+        for name in ("lr", "momentum", "weight_decay", "l1"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {name}={value!r}")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"clip must be positive or None, got clip={self.clip!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(names)}")
+        return cls(**values)
+
+    def lr_at(self, epoch: int) -> float:
+        """Cosine annealing stepped once per epoch: ``lr0·(1 + cos(π e / E)) / 2``."""
+        if self.schedule == "constant":
+            return self.lr
+        return self.lr * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an unavailable CUDA is an error, not a fallback."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} requested but CUDA is not available")
+    return dev
+
+
+class DeviceData:
+    """Inputs and labels on the device; image inputs stay uint8 until a batch is taken.
+
+    ``mean``/``std`` (per channel, in [0, 1] units) normalise uint8 images; float inputs are used as is.
+    """
+
+    def __init__(self, x, y, device, mean=None, std=None, sample_weight=None):
+        x = torch.as_tensor(x)
+        self.images = x.dtype == torch.uint8
+        self.x = x.to(device)
+        self.y = torch.as_tensor(y, dtype=torch.long).to(device)
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(f"{self.x.shape[0]} inputs but {self.y.shape[0]} labels")
+        if not self.images:
+            self.x = self.x.float()
+        self.w = None
+        if sample_weight is not None:
+            w = torch.as_tensor(sample_weight, dtype=torch.float32).to(device)
+            # Normalised once so a batch's loss is mean(w·ℓ): weights rescale steps, not the learning rate.
+            self.w = w / w.mean()
+        c = self.x.shape[1] if self.x.ndim == 4 else 1
+        self.mean = torch.tensor(mean if mean is not None else [0.0] * c, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std if std is not None else [1.0] * c, device=device).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    def prepare(self, xb: torch.Tensor) -> torch.Tensor:
+        """uint8 images (0..255) or already-float pixel values -> normalised float."""
+        if xb.ndim != 4:
+            return xb.float()
+        return (xb.float() / 255 - self.mean) / self.std
+
+
+def augment(xb: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding 4, horizontal flip (and ±20° rotation) on raw pixel values."""
+    if mode == "none" or xb.ndim != 4:
+        return xb.float()
+    b, c, h, w = xb.shape
+    dev = xb.device
+    padded = F.pad(xb.float(), (4, 4, 4, 4))
+    oy = torch.randint(0, 9, (b, 1), device=dev, generator=gen)
+    ox = torch.randint(0, 9, (b, 1), device=dev, generator=gen)
+    rows = (oy + torch.arange(h, device=dev))[:, None, :, None].expand(b, c, h, w)
+    cols = (ox + torch.arange(w, device=dev))[:, None, None, :].expand(b, c, h, w)
+    out = _crop(padded, oy, ox, h, w)
+    flip = torch.rand(b, device=dev, generator=gen) < 0.5
+    out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    if mode == "crop-flip-rotate":
+        angle = (torch.rand(b, device=dev, generator=gen) * 2 - 1) * math.radians(20)
+        cos, sin = angle.cos(), angle.sin()
+        theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
+                             torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)  # fmt: skip
+        grid = F.affine_grid(theta, list(out.shape), align_corners=False)
+        out = F.grid_sample(out, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return out
+
+
+def _crop(padded: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    b, c = padded.shape[:2]
+    rows = (oy + torch.arange(h, device=padded.device)).view(b, 1, h, 1).expand(b, c, h, padded.shape[3])
+    out = padded.gather(2, rows)
+    cols = (ox + torch.arange(w, device=padded.device)).view(b, 1, 1, w).expand(b, c, h, w)
+    return out.gather(3, cols)
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
+
+
+class Trainer:
+    """SGD with momentum, per-epoch cosine LR, L1 folded into the gradients, clipping, sample weights.
+
+    ``model`` and ``loss`` (built with ``reduction="none"``) are moved to ``device``. ``epoch`` counts
+    finished epochs; ``state_dict()``/``load_state_dict()`` make a checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module, config: TrainConfig, device, *, seed: int = 0, ddp=False):
+        self.config = config
+        self.device = resolve_device(device)
+        self.seed = int(seed)
+        self.model = model.to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_module = self.model
+        if ddp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_module = DistributedDataParallel(self.model, device_ids=ids)
+        self.loss = loss.to(self.device)
+        if getattr(self.loss, "reduction", "none") != "none":
+            raise ValueError("the engine needs a loss built with reduction='none'")
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        fused = {"foreach": True} if self.device.type == "cuda" else {}
+        self.optimizer = torch.optim.SGD(
+            self.params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **fused
+        )
+        self.epoch = 0
+        self.history: list[dict] = []
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.seed * 1_000_003 + epoch)
+        return gen
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_epoch(self, data: DeviceData, rank: int = 0, world: int = 1) -> dict:
+        """One pass over ``data``; returns the epoch's mean loss and accuracy on the given labels."""
+        cfg = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr_at(self.epoch)
+        gen = self._generator(self.epoch)
+        order = torch.randperm(len(data), device=self.device, generator=gen)
+        self.train_module.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for start in range(0, len(data), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            if world > 1:  # every rank takes its share of the same global batch
+                idx = idx[rank::world]
+            xb = data.prepare(augment(data.x[idx], cfg.augment, gen)) if data.images else data.x[idx]
+            yb = data.y[idx]
+            with self._autocast():
+                logits = self.train_module(_channels_last(xb))
+            per_sample = self.loss(logits.float(), yb)
+            loss = (per_sample * data.w[idx]).mean() if data.w is not None else per_sample.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = [p.grad for p in self.params if p.grad is not None]
+            if cfg.l1:  # d(λ·Σ|θ|)/dθ = λ·sign(θ), added before clipping as in the reference loops
+                torch._foreach_add_(grads, torch._foreach_sign([p for p in self.params if p.grad is not None]), alpha=cfg.l1)
+            if cfg.clip:
+                nn.utils.clip_grad_norm_(self.params, cfg.clip, foreach=self.device.type == "cuda" or None)
+            self.optimizer.step()
+            loss_sum += per_sample.detach().sum()
+            correct += (logits.detach().argmax(1) == yb).sum()
+            seen += yb.shape[0]
+        self.epoch += 1
+        stats = {"epoch": self.epoch, "lr": cfg.lr_at(self.epoch - 1), "train_loss": loss_sum.item() / max(seen, 1),
+                 "train_accuracy": correct.item() / max(seen, 1)}  # fmt: skip
+        self.history.append(stats)
+        return stats
+
+    @torch.no_grad()
+    def logits(self, data: DeviceData) -> torch.Tensor:
+        """Eval-mode logits (fp32) for every input of ``data``, in order."""
+        self.model.eval()
+        out = []
+        for start in range(0, len(data), self.config.eval_batch_size):
+            xb = data.x[start : start + self.config.eval_batch_size]
+            with self._autocast():
+                out.append(self.model(_channels_last(data.prepare(xb))).float())
+        return torch.cat(out) if out else torch.empty(0, device=self.device)
+
+    def accuracy(self, data: DeviceData) -> float:
+        return (self.logits(data).argmax(1) == data.y).float().mean().item()
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "config": asdict(self.config),
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+
+
+def seeded_init(seed: int, build):
+    """Call ``build()`` with the torch RNG seeded, leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic kernels (reproducible mode); costs speed on CUDA."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=False)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
