@@ -120,11 +120,11 @@ def run_job(job: Job, out: Path | None = None, progress: bool = False) -> dict:
 
     rank, world = _distributed()
     rec = recipe(job.dataset)
-    model_name = job.model or rec.pop("model", "auto")
-    rec.pop("model", None)
-    model_params = {**rec.pop("model_params", {}), **job.model_params} if not job.model else dict(job.model_params)
-    preset = job.preset if job.preset is not None else rec.pop("preset", None)
-    rec.pop("preset", None)
+    recipe_model, recipe_model_params = rec.pop("model", "auto"), rec.pop("model_params", {})
+    recipe_preset = rec.pop("preset", None)
+    model_name = job.model or recipe_model
+    model_params = {**(recipe_model_params if not job.model else {}), **job.model_params}
+    preset = job.preset if job.preset is not None else recipe_preset
     settings = {**rec, **preset_regularization(preset, job.loss), **job.config}
     config = TrainConfig.from_dict(settings)
     set_deterministic(config.deterministic)

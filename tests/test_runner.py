@@ -1,0 +1,110 @@
+"""The host runner and CLI: real training on digits, resume after a kill, DDP, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jal_plugins.runner import read_results
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "jal_plugins", *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def test_jal_ce_beats_ce_at_40_percent_noise():
+    out = cli("run", "--dataset", "digits", "--noise", "symmetric:0.4,exact=false", "--loss", "ce", "jal-ce",
+              "--seed", "0", "1", "2", "--workers", "2", "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    records = json.loads(out.stdout)
+    assert len(records) == 6
+    for key in ("dataset", "noise", "noise_rate", "loss", "method", "model", "seed", "epochs", "test_accuracy", "seconds"):
+        assert key in records[0]
+    acc = {loss: np.mean([r["test_accuracy"] for r in records if r["loss"] == loss]) for loss in ("ce", "jal-ce")}
+    assert acc["jal-ce"] - acc["ce"] >= 0.10, acc
+
+
+def test_kill_and_resume(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--dataset", "digits", "--noise", "symmetric:0.2", "--loss", "nce+rce", "--epochs", "40", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "jal_plugins", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoint = next(iter([]), None)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = list(out.glob("runs/*/checkpoint.pt"))
+        if found and found[0].stat().st_size > 0:
+            checkpoint = found[0]
+            break
+        time.sleep(0.05)
+    assert checkpoint is not None, "no checkpoint written"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.jsonl").exists()
+    import torch
+
+    killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 0 < killed_at < 40
+    finished = cli(*args)
+    assert finished.returncode == 0, finished.stderr
+    records = read_results(out)
+    assert len(records) == 1 and records[0]["epochs"] == 40
+    curve = json.loads(next(out.glob("runs/*/curve.json")).read_text())
+    assert [c["epoch"] for c in curve] == list(range(1, 41))
+    # a finished run is neither trained nor written again
+    again = cli(*args, "--json")
+    assert again.returncode == 0 and len(read_results(out)) == 1
+    assert json.loads(again.stdout)[0]["test_accuracy"] == records[0]["test_accuracy"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--dataset", "imagenet9"], "imagenet9"),
+        (["--model", "vgg99"], "vgg99"),
+        (["--loss", "jal-cee"], "jal-cee"),
+        (["--noise", "gaussian:0.4"], "gaussian"),
+        (["--noise", "symmetric:lots"], "symmetric:lots"),
+        (["--noise", "symmetric:1.4"], "rate=1.4"),
+        (["--noise", "symmetric:0.4,exact"], "exact"),
+        (["--set", "clip=-1"], "clip=-1"),
+        (["--set", "bogus=1"], "bogus"),
+    ],
+)
+def test_bad_names_give_one_line_errors(args, fragment):
+    out = cli("run", "--epochs", "1", *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], out.stderr
+
+
+def test_npz_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    path = tmp_path / "toy.npz"
+    np.savez(path, x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+    out = cli("run", "--dataset", "npz", "--dataset-param", f"path={path}", "--epochs", "20", "--loss", "ce", "--json")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)[0]
+    assert record["model"] == "mlp" and record["test_accuracy"] > 0.85
+
+
+def test_two_process_gloo(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+         "-m", "jal_plugins", "run", "--dataset", "digits", "--noise", "symmetric:0.2", "--loss", "jal-ce",
+         "--epochs", "5", "--device", "cpu", "--json", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = json.loads(out.stdout)
+    assert len(records) == 1 and records[0]["world_size"] == 2 and records[0]["test_accuracy"] > 0.5
+    assert len(read_results(tmp_path)) == 1
