@@ -1,0 +1,279 @@
+"""``JALClassifier``: a scikit-learn classifier trained with a robust loss on the jal-plugins engine."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+
+def _as_arrays(X, y):
+    """A torch ``Dataset`` is materialised (its own labels are used only when ``y`` is None)."""
+    import torch
+
+    if isinstance(X, torch.utils.data.Dataset):
+        items = [X[i] for i in range(len(X))]
+        inputs = np.stack([np.asarray(item[0]) for item in items])
+        if y is None:
+            y = np.asarray([int(item[1]) for item in items])
+        return inputs, y
+    return X, y
+
+
+AUTO_A_MARGIN, AUTO_A_MIN, AUTO_A_MAX = 2.0, 2.0, 50.0
+
+
+class JALClassifier(ClassifierMixin, BaseEstimator):
+    """A torch network trained with a robust loss (default JAL-CE), on the GPU when there is one.
+
+    ``module`` is a registered network name or an ``nn.Module`` class taking
+    ``(num_classes, in_channels, **module_params)``; ``"auto"`` picks ``mlp`` for 2-D input and a
+    CNN for image arrays (N, C, H, W uint8 or float). ``preset`` fills loss parameters and the
+    regularisation (``weight_decay``/``l1`` left at None) from ``registry.toml``. Tabular features
+    are standardised with the statistics of the first fit. ``classes`` fixes
+    the label set (and so the ``predict_proba`` columns) when a fit may not see every class.
+    """
+
+    def __init__(
+        self,
+        loss="jal-ce",
+        loss_params=None,
+        preset=None,
+        module="auto",
+        module_params=None,
+        epochs=60,
+        batch_size=64,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=None,
+        l1=None,
+        device="auto",
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        classes=None,
+    ):
+        self.loss = loss
+        self.loss_params = loss_params
+        self.preset = preset
+        self.module = module
+        self.module_params = module_params
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.l1 = l1
+        self.device = device
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.classes = classes
+
+    # ----------------------------------------------------------------------------------------
+    def _validate(self, X, y=None, reset=True):
+        X, y = _as_arrays(X, y)
+        images = isinstance(X, np.ndarray) and X.ndim == 4
+        if images:
+            if reset:
+                self.n_features_in_ = int(np.prod(X.shape[1:]))
+            elif int(np.prod(X.shape[1:])) != self.n_features_in_:
+                raise ValueError(f"X has {int(np.prod(X.shape[1:]))} features, but {type(self).__name__} "
+                                 f"is expecting {self.n_features_in_} features as input")  # fmt: skip
+            if y is not None:
+                y = np.asarray(y)
+            if not np.isfinite(X).all():
+                raise ValueError("Input X contains NaN or infinity.")
+            return X, y
+        if y is None:
+            return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32]), None
+        return validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32])
+
+    def _encode(self, y, classes=None):
+        check_classification_targets(y)
+        if not hasattr(self, "classes_"):
+            labels = classes if classes is not None else self.classes
+            self.classes_ = np.unique(y) if labels is None else np.unique(np.asarray(labels))
+            if len(self.classes_) < 2:
+                raise ValueError(f"{type(self).__name__} needs at least 2 classes; got 1 class: {self.classes_}")
+        unseen = np.setdiff1d(np.unique(y), self.classes_)
+        if unseen.size:
+            raise ValueError(f"y contains labels {unseen.tolist()} not in classes {self.classes_.tolist()}")
+        return np.searchsorted(self.classes_, y)
+
+    def _auto_a(self, X, y, seed) -> float:
+        """``a`` from the estimated noise: AUTO_A_MARGIN × ``amse_min_a(T)``, kept in [AUTO_A_MIN, AUTO_A_MAX].
+
+        ``T`` comes from cleanlab's confident joint on 3-fold out-of-sample probabilities of this
+        estimator with its loss at the default ``a``. The bound is where the clean class is only
+        just the risk minimiser, and ``T`` is an estimate, so the margin keeps the loss strictly
+        asymmetric; the cap keeps AMSE's gradient from vanishing when dominance looks violated.
+        """
+        from sklearn.base import clone
+
+        from jal_plugins.adapters.cleanlab import estimate_transition_matrix
+        from jal_plugins.theory import amse_min_a
+
+        params = {k: v for k, v in (self.loss_params or {}).items() if k != "a"}
+        probe = clone(self).set_params(loss_params=params, random_state=seed, warm_start=False, verbose=0)
+        t = estimate_transition_matrix(X, y, estimator=probe, cv=3, seed=seed)
+        self.noise_matrix_ = t
+        self.a_ = float(np.clip(AUTO_A_MARGIN * amse_min_a(t), AUTO_A_MIN, AUTO_A_MAX))
+        return self.a_
+
+    def _build(self, X, y=None):
+        from jal_plugins import create_loss, create_model
+        from jal_plugins.engine import Trainer, TrainConfig, resolve_device, seeded_init
+        from jal_plugins.presets import preset_regularization
+        from jal_plugins.runner import auto_model
+
+        k = len(self.classes_)
+        self.device_ = resolve_device(self.device)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        params = dict(self.module_params or {})
+        name = self.module
+        if name == "auto":
+            name, auto = auto_model(X.shape)
+            params = {**auto, **params}
+        in_channels = X.shape[1]
+        if isinstance(name, str):
+            build = lambda: create_model(name, k, in_channels, **params)  # noqa: E731
+        else:
+            build = lambda: name(k, in_channels, **params)  # noqa: E731
+        loss_params = dict(self.loss_params or {})
+        if loss_params.get("a") == "auto":
+            loss_params["a"] = self._auto_a(X, y, seed)
+        loss = create_loss(self.loss, k, preset=self.preset, reduction="none", **loss_params)
+        reg = preset_regularization(self.preset, self.loss)
+        config = TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=reg["weight_decay"] if self.weight_decay is None else self.weight_decay,
+            l1=reg["l1"] if self.l1 is None else self.l1,
+        )
+        model = seeded_init(seed, build)
+        self.trainer_ = Trainer(model, loss, config, self.device_, seed=seed)
+        self.module_ = self.trainer_.model
+        self.history_ = []
+
+    def _data(self, X, y=None, sample_weight=None):
+        from jal_plugins.datasets import channel_stats
+        from jal_plugins.engine import DeviceData
+
+        if X.dtype == np.uint8 and X.ndim == 4:
+            if not hasattr(self, "pixel_stats_"):
+                self.pixel_stats_ = channel_stats(X)
+            mean, std = self.pixel_stats_
+        else:
+            X, mean, std = X.astype(np.float32, copy=False), None, None
+            if X.ndim == 2:  # standardise tabular features with the first fit's statistics
+                if not hasattr(self, "feature_stats_"):
+                    spread = X.std(0)
+                    self.feature_stats_ = (X.mean(0), np.where(spread > 0, spread, 1).astype(np.float32))
+                X = (X - self.feature_stats_[0]) / self.feature_stats_[1]
+        labels = np.zeros(len(X), dtype=np.int64) if y is None else y
+        return DeviceData(X, labels, self.device_, mean, std, sample_weight=sample_weight)
+
+    def _weights(self, sample_weight, X):
+        if sample_weight is None:
+            return None
+        sw = _check_sample_weight(sample_weight, X, dtype=np.float32, ensure_non_negative=True)
+        if sw.sum() <= 0:
+            raise ValueError("sample_weight sums to zero: nothing to train on")
+        return sw
+
+    def _train(self, X, y, sample_weight, epochs):
+        data = self._data(X, y, self._weights(sample_weight, X))
+        for _ in range(epochs):
+            stats = self.trainer_.train_epoch(data)
+            self.history_.append(stats["train_loss"])
+            if self.verbose:
+                print(f"epoch {self.trainer_.epoch}: loss {stats['train_loss']:.4f} acc {stats['train_accuracy']:.3f}")
+        return self
+
+    # ----------------------------------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Train for ``epochs`` epochs (continuing the fitted network when ``warm_start``)."""
+        X, y = self._validate(X, y, reset=not (self.warm_start and hasattr(self, "module_")))
+        if not (self.warm_start and hasattr(self, "module_")):
+            for attr in ("classes_", "pixel_stats_", "feature_stats_"):
+                self.__dict__.pop(attr, None)
+            y = self._encode(y)
+            self._build(X, y)
+        else:
+            y = self._encode(y)
+        return self._train(X, y, sample_weight, self.epochs)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch on ``X, y``; ``classes`` (or the ``classes`` parameter) is needed on the first call."""
+        first = not hasattr(self, "module_")
+        X, y = self._validate(X, y, reset=first)
+        if first:
+            if classes is None and self.classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit")
+            y = self._encode(y, classes)
+            self._build(X, y)
+        else:
+            y = self._encode(y)
+        return self._train(X, y, sample_weight, 1)
+
+    def _logits(self, X):
+        check_is_fitted(self)
+        X, _ = self._validate(X, reset=False)
+        return self.trainer_.logits(self._data(X))
+
+    def predict_proba(self, X):
+        """Class probabilities (float64, rows sum to 1) in ``classes_`` order."""
+        import torch
+
+        return torch.softmax(self._logits(X).double(), 1).cpu().numpy()
+
+    def predict(self, X):
+        index = self._logits(X).argmax(1).cpu().numpy()  # checks fitted-ness before classes_ is read
+        return self.classes_[index]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        from jal_plugins.engine import resolve_device
+
+        try:
+            tags.non_deterministic = resolve_device(self.device).type == "cuda"
+        except ValueError:
+            pass
+        return tags
+
+    def __getstate__(self):
+        # Pickle on the CPU so a CUDA-trained estimator unpickles where there is no GPU.
+        state = self.__dict__.copy()
+        if "trainer_" in state:
+            import torch
+
+            trainer = state["trainer_"]
+            cpu = copy.copy(trainer)
+            cpu.model = copy.deepcopy(trainer.model).cpu()
+            cpu.train_module = cpu.model
+            cpu.loss = copy.deepcopy(trainer.loss).cpu()
+            cpu.device = torch.device("cpu")
+            cpu.params = [p for p in cpu.model.parameters() if p.requires_grad]
+            cpu.optimizer = None
+            state.update(trainer_=cpu, module_=cpu.model, device_=torch.device("cpu"))
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "trainer_" in state and state["trainer_"].optimizer is None:
+            import torch
+
+            trainer = self.trainer_
+            trainer.optimizer = torch.optim.SGD(
+                trainer.params, lr=trainer.config.lr, momentum=trainer.config.momentum,
+                weight_decay=trainer.config.weight_decay,
+            )  # fmt: skip

@@ -1,0 +1,136 @@
+"""JALClassifier against scikit-learn's own checks, pipelines, and the real cleanlab."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits, load_iris
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from jal_plugins import JALClassifier, create_noise_model
+
+EXPECTED_FAILURES = {
+    "check_sample_weight_equivalence_on_dense_data": "mini-batch SGD: integer weights are not repeated rows",
+    "check_sample_weight_equivalence_on_sparse_data": "mini-batch SGD: integer weights are not repeated rows",
+}
+
+
+@parametrize_with_checks([JALClassifier(epochs=20, random_state=0)], expected_failed_checks=lambda est: EXPECTED_FAILURES)
+def test_sklearn_compliance(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def noisy_digits():
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    idx = np.random.default_rng(0).permutation(len(y))
+    test, train = idx[:500], idx[500:]
+    noisy = create_noise_model("symmetric", rate=0.4, exact=False).apply(y[train], 10, seed=0)
+    return x[train], noisy, y[train], x[test], y[test]
+
+
+def test_cleanlearning_finds_flipped_labels(noisy_digits):
+    from cleanlab.classification import CleanLearning
+
+    x, noisy, clean, x_test, y_test = noisy_digits
+    cl = CleanLearning(JALClassifier(random_state=0), cv_n_folds=3, seed=0).fit(x, noisy)
+    issues = cl.get_label_issues()["is_label_issue"].to_numpy()
+    flipped = noisy != clean
+    assert cl.score(x_test, y_test) >= 0.85
+    assert (issues & flipped).sum() / issues.sum() >= 0.7
+    assert (issues & flipped).sum() / flipped.sum() >= 0.7
+
+
+def test_auto_a_lands_in_the_range_that_trains(noisy_digits):
+    x, noisy, _, x_test, y_test = noisy_digits
+    auto = JALClassifier(loss_params={"a": "auto"}, random_state=0).fit(x, noisy)
+    ce = JALClassifier(loss="ce", random_state=0).fit(x, noisy)
+    assert 2.0 <= auto.a_ <= 50.0 and np.allclose(auto.noise_matrix_.sum(1), 1)
+    assert auto.score(x_test, y_test) >= 0.88 and auto.score(x_test, y_test) > ce.score(x_test, y_test) + 0.05
+
+
+def test_helpers(noisy_digits):
+    from jal_plugins.adapters.cleanlab import cross_val_pred_probs, estimate_transition_matrix, find_label_issues
+
+    x, noisy, clean, *_ = noisy_digits
+    probs = cross_val_pred_probs(JALClassifier(random_state=0), x, noisy, cv=3, seed=0)
+    assert probs.shape == (len(noisy), 10) and np.allclose(probs.sum(1), 1)
+    t = estimate_transition_matrix(y=noisy, pred_probs=probs)
+    assert np.allclose(t.sum(1), 1) and np.all(np.diag(t) > 0.4)
+    mask = find_label_issues(x[:600], noisy[:600], cv=3, seed=0)
+    assert mask.dtype == bool and ((noisy[:600] != clean[:600]) & mask).sum() > 0.5 * mask.sum()
+
+
+def test_string_labels_pickle_and_errors():
+    x, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    clf = JALClassifier(random_state=0, epochs=40)
+    with pytest.raises(NotFittedError):
+        clf.predict(x)
+    clf.fit(x, names)
+    assert set(clf.predict(x)) <= set(names) and clf.score(x, names) > 0.8
+    proba = clf.predict_proba(x)
+    assert proba.dtype == np.float64 and np.allclose(proba.sum(1), 1)
+    clone = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clone.predict_proba(x), proba)
+    assert str(clone.device_) == "cpu" and len(clf.history_) == 40
+    with pytest.raises(ValueError, match="4 features"):
+        clf.predict(x[:, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        JALClassifier().fit(np.full((4, 2), np.nan), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="1 class"):
+        JALClassifier().fit(x, np.zeros(len(x)))
+    with pytest.raises(KeyError, match="jal-cee"):
+        JALClassifier(loss="jal-cee").fit(x, y)
+    with pytest.raises(ValueError, match="a=0.5"):
+        JALClassifier(loss_params={"a": 0.5}).fit(x, y)
+
+
+def test_pipeline_gridsearch_and_weight_routing():
+    import sklearn
+
+    x, y = load_iris(return_X_y=True)
+    search = GridSearchCV(make_pipeline(StandardScaler(), JALClassifier(random_state=0, epochs=30)),
+                          {"jalclassifier__loss": ["ce", "jal-ce"]}, cv=3)  # fmt: skip
+    search.fit(x, y)
+    assert search.best_score_ > 0.8
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = JALClassifier(random_state=0, epochs=30).set_fit_request(sample_weight=True)
+        pipe = make_pipeline(StandardScaler().set_fit_request(sample_weight=False), est)
+        weights = np.where(y == 0, 0.0, 1.0)
+        pipe.fit(x, y, sample_weight=weights)
+        assert pipe.score(x, y) > 0.5
+
+
+def test_partial_fit_warm_start_and_classes():
+    x, y = load_iris(return_X_y=True)
+    clf = JALClassifier(random_state=0, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="classes must be passed"):
+        JALClassifier().partial_fit(x, y)
+    for _ in range(3):
+        clf.partial_fit(x[y < 2], y[y < 2])
+    assert clf.predict_proba(x).shape == (150, 3) and len(clf.history_) == 3
+    warm = JALClassifier(random_state=0, epochs=5, warm_start=True).fit(x, y)
+    first = warm.module_
+    warm.fit(x, y)
+    assert warm.module_ is first and len(warm.history_) == 10
+
+
+def test_images_dataframes_and_torch_datasets():
+    import pandas as pd
+
+    digits = load_digits()
+    images = np.round(digits.images * 255 / 16).astype(np.uint8)[:, None]
+    clf = JALClassifier(random_state=0, epochs=15).fit(images[:1000], digits.target[:1000])
+    assert clf.module_.__class__.__name__ == "CNN4" and clf.score(images[1000:], digits.target[1000:]) > 0.85
+    frame = pd.DataFrame(digits.data[:, :10], columns=[f"px{i}" for i in range(10)])
+    assert list(JALClassifier(epochs=2).fit(frame, digits.target).feature_names_in_) == list(frame.columns)
+    dataset = torch.utils.data.TensorDataset(torch.tensor(digits.data[:200], dtype=torch.float32), torch.zeros(200))
+    fitted = JALClassifier(epochs=2, random_state=0).fit(dataset, digits.target[:200])
+    assert set(fitted.classes_) == set(digits.target[:200])  # the given y, not the dataset's zeros
