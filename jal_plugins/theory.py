@@ -112,7 +112,7 @@ def check_asymmetry(loss, weights, *, restarts: int = 8, steps: int = 300, seed:
 
     vertex = eye[m] * (1 - 1e-12) + (1 - eye[m]) * 1e-12 / (k - 1)
     rivals = [int(j) for j in torch.argsort(w, descending=True) if int(j) != m][:10]
-    t = torch.cat([torch.logspace(-6, 0, 60, dtype=torch.float64)]).unsqueeze(1)
+    t = torch.logspace(-6, 0, 60, dtype=torch.float64).unsqueeze(1)
     rest = (w * (1 - eye[m])) / (w.sum() - w[m]) if w.sum() > w[m] else (1 - eye[m]) / (k - 1)
     directions = [eye[j] for j in rivals] + [rest, (1 - eye[m]) / (k - 1)]
     edges = torch.cat([(1 - t) * eye[m] + t * d for d in directions])

@@ -35,7 +35,7 @@ def test_kill_and_resume(tmp_path):
     out = tmp_path / "run"
     args = ["run", "--dataset", "digits", "--noise", "symmetric:0.2", "--loss", "nce+rce", "--epochs", "40", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "jal_plugins", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    checkpoint = next(iter([]), None)
+    checkpoint = None
     deadline = time.time() + 120
     while time.time() < deadline:
         found = list(out.glob("runs/*/checkpoint.pt"))
