@@ -212,9 +212,9 @@ class Trainer:
             loss = (per_sample * data.w[idx]).mean() if data.w is not None else per_sample.mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grads = [p.grad for p in self.params if p.grad is not None]
             if cfg.l1:  # d(λ·Σ|θ|)/dθ = λ·sign(θ), added before clipping as in the reference loops
-                torch._foreach_add_(grads, torch._foreach_sign([p for p in self.params if p.grad is not None]), alpha=cfg.l1)
+                live = [p for p in self.params if p.grad is not None]
+                torch._foreach_add_([p.grad for p in live], torch._foreach_sign(live), alpha=cfg.l1)
             if cfg.clip:
                 nn.utils.clip_grad_norm_(self.params, cfg.clip, foreach=self.device.type == "cuda" or None)
             self.optimizer.step()
