@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -24,6 +25,23 @@ def _as_arrays(X, y):
     return X, y
 
 
+def _loss_for(k, preset, chosen, chosen_params, name):
+    """Loss ``name`` for a method; the estimator's ``loss_params`` apply to its own loss only."""
+    from jal_plugins import create_loss
+
+    return create_loss(name, k, preset=preset, reduction="none", **(chosen_params if name == chosen else {}))
+
+
+def _config_for(settings, preset, weight_decay, l1, name):
+    """The estimator's recipe with loss ``name``'s preset regularisation unless set explicitly."""
+    from jal_plugins.engine import TrainConfig
+    from jal_plugins.presets import preset_regularization
+
+    reg = preset_regularization(preset, name)
+    return TrainConfig(**settings, weight_decay=reg["weight_decay"] if weight_decay is None else weight_decay,
+                       l1=reg["l1"] if l1 is None else l1)  # fmt: skip
+
+
 AUTO_A_MARGIN, AUTO_A_MIN, AUTO_A_MAX = 2.0, 2.0, 50.0
 
 
@@ -36,6 +54,8 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
     regularisation (``weight_decay``/``l1`` left at None) from ``registry.toml``. Tabular features
     are standardised with the statistics of the first fit. ``classes`` fixes
     the label set (and so the ``predict_proba`` columns) when a fit may not see every class.
+    ``method`` is a registered training method (``erm``, ``co-teaching``, ``cleanlab-prune``, ...)
+    with ``method_params``; it decides how the noisy labels are used, the loss how they are scored.
     """
 
     def __init__(
@@ -43,6 +63,8 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         loss="jal-ce",
         loss_params=None,
         preset=None,
+        method="erm",
+        method_params=None,
         module="auto",
         module_params=None,
         epochs=60,
@@ -60,6 +82,8 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         self.loss = loss
         self.loss_params = loss_params
         self.preset = preset
+        self.method = method
+        self.method_params = method_params
         self.module = module
         self.module_params = module_params
         self.epochs = epochs
@@ -126,9 +150,9 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         return self.a_
 
     def _build(self, X, y=None):
-        from jal_plugins import create_loss, create_model
-        from jal_plugins.engine import Trainer, TrainConfig, resolve_device, seeded_init
-        from jal_plugins.presets import preset_regularization
+        from jal_plugins import create_method, create_model
+        from jal_plugins.engine import resolve_device
+        from jal_plugins.methods import MethodContext
         from jal_plugins.runner import auto_model
 
         k = len(self.classes_)
@@ -140,25 +164,21 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
             name, auto = auto_model(X.shape)
             params = {**auto, **params}
         in_channels = X.shape[1]
+        # partials of module-level functions, not lambdas: learners keep the context and must pickle
         if isinstance(name, str):
-            build = lambda: create_model(name, k, in_channels, **params)  # noqa: E731
+            build = functools.partial(create_model, name, k, in_channels, **params)
         else:
-            build = lambda: name(k, in_channels, **params)  # noqa: E731
+            build = functools.partial(name, k, in_channels, **params)
         loss_params = dict(self.loss_params or {})
         if loss_params.get("a") == "auto":
             loss_params["a"] = self._auto_a(X, y, seed)
-        loss = create_loss(self.loss, k, preset=self.preset, reduction="none", **loss_params)
-        reg = preset_regularization(self.preset, self.loss)
-        config = TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=reg["weight_decay"] if self.weight_decay is None else self.weight_decay,
-            l1=reg["l1"] if self.l1 is None else self.l1,
-        )
-        model = seeded_init(seed, build)
-        self.trainer_ = Trainer(model, loss, config, self.device_, seed=seed)
+        settings = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
+        context = MethodContext(
+            self.loss, k, self.device_, seed, build_model=build,
+            build_loss=functools.partial(_loss_for, k, self.preset, self.loss, loss_params),
+            build_config=functools.partial(_config_for, settings, self.preset, self.weight_decay, self.l1),
+        )  # fmt: skip
+        self.trainer_ = create_method(self.method, context, **(self.method_params or {}))
         self.module_ = self.trainer_.model
         self.history_ = []
 
@@ -206,8 +226,8 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
                 self.__dict__.pop(attr, None)
             y = self._encode(y)
             self._build(X, y)
-        else:
-            y = self._encode(y)
+            return self._train(X, y, sample_weight, self.trainer_.epochs)  # a method may add epochs
+        y = self._encode(y)
         return self._train(X, y, sample_weight, self.epochs)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -253,27 +273,9 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self):
         # Pickle on the CPU so a CUDA-trained estimator unpickles where there is no GPU.
         state = self.__dict__.copy()
-        if "trainer_" in state:
+        if "trainer_" in state and self.device_.type != "cpu":
             import torch
 
-            trainer = state["trainer_"]
-            cpu = copy.copy(trainer)
-            cpu.model = copy.deepcopy(trainer.model).cpu()
-            cpu.train_module = cpu.model
-            cpu.loss = copy.deepcopy(trainer.loss).cpu()
-            cpu.device = torch.device("cpu")
-            cpu.params = [p for p in cpu.model.parameters() if p.requires_grad]
-            cpu.optimizer = None
-            state.update(trainer_=cpu, module_=cpu.model, device_=torch.device("cpu"))
+            learner = copy.deepcopy(state["trainer_"]).to("cpu")
+            state.update(trainer_=learner, module_=learner.model, device_=torch.device("cpu"))
         return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        if "trainer_" in state and state["trainer_"].optimizer is None:
-            import torch
-
-            trainer = self.trainer_
-            trainer.optimizer = torch.optim.SGD(
-                trainer.params, lr=trainer.config.lr, momentum=trainer.config.momentum,
-                weight_decay=trainer.config.weight_decay,
-            )  # fmt: skip

@@ -47,6 +47,11 @@ def list_datasets() -> dict[str, str]:
     return _catalogue("datasets").providers()
 
 
+def list_methods() -> dict[str, str]:
+    """Registered training methods: ``{canonical name: providing distribution}``."""
+    return _catalogue("methods").providers()
+
+
 def create_loss(name: str, num_classes: int, *, preset: str | None = None, reduction: str = "mean", **params):
     """Build the loss ``name`` for ``num_classes`` classes.
 
@@ -84,6 +89,15 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **params):
     return entry.factory(num_classes, in_channels, **params)
 
 
+def create_method(name: str, context, **params):
+    """Build the learner of training method ``name`` for a ``jal_plugins.methods.MethodContext``."""
+    from jal_plugins.plugins import check_params
+
+    entry = _catalogue("methods").get(name)
+    check_params(entry, params, skip=1)
+    return entry.factory(context, **params)
+
+
 def __getattr__(name: str):
     if name == "JALClassifier":
         from jal_plugins.adapters.sklearn import JALClassifier
@@ -96,11 +110,13 @@ __all__ = [
     "JALClassifier",
     "__version__",
     "create_loss",
+    "create_method",
     "create_model",
     "create_noise_model",
     "hookimpl",
     "list_datasets",
     "list_losses",
+    "list_methods",
     "list_models",
     "list_noise_models",
 ]

@@ -1,4 +1,4 @@
-"""The ``jal-plugins`` command line: list, noise, bound, run, demo."""
+"""The ``jal-plugins`` command line: list, noise, bound, run, demo, bench."""
 
 from __future__ import annotations
 
@@ -34,6 +34,14 @@ def parse_spec(spec: str, first: str = "rate") -> tuple[str, dict]:
     return name.strip(), params
 
 
+def parse_kv(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key with dashes as underscores, parsed value)."""
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    return key.replace("-", "_"), parse_value(value)
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -43,7 +51,9 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def cmd_list(args) -> int:
     from jal_plugins.plugins import host
 
-    for kind, title in (("losses", "Losses"), ("noise_models", "Noise models"), ("models", "Models"), ("datasets", "Datasets")):
+    titles = {"losses": "Losses", "noise_models": "Noise models", "models": "Models", "datasets": "Datasets",
+              "methods": "Methods"}  # fmt: skip
+    for kind, title in titles.items():
         entries = host()[kind].entries.values()
         rows = [[e.name, ", ".join(e.aliases), e.provider, e.version] for e in entries]
         print(f"{title} ({len(rows)})")
@@ -111,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jal-plugins", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="list registered losses, noise models and networks").set_defaults(func=cmd_list)
+    sub.add_parser("list", help="list registered losses, noise models, networks, datasets and methods").set_defaults(func=cmd_list)
 
     p = sub.add_parser("noise", help="apply a noise model to a label file")
     p.add_argument("--labels", required=True, help="clean labels: .npy, .npz or CIFAR-N .pt")
@@ -130,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--losses", nargs="+", help="losses to check (default: all registered)")
     p.set_defaults(func=cmd_bound)
 
+    from jal_plugins.bench import add_command
     from jal_plugins.runner import add_commands
 
     add_commands(sub)
+    add_command(sub)
     return parser
 
 

@@ -105,6 +105,14 @@ class DeviceData:
     def __len__(self) -> int:
         return self.y.shape[0]
 
+    def subset(self, index) -> "DeviceData":
+        """The rows ``index`` (kept on the device; sample weights renormalised over the subset)."""
+        index = torch.as_tensor(index, device=self.x.device)
+        out = object.__new__(DeviceData)
+        out.__dict__.update(self.__dict__, x=self.x[index], y=self.y[index])
+        out.w = None if self.w is None else self.w[index] / self.w[index].mean()
+        return out
+
     def prepare(self, xb: torch.Tensor) -> torch.Tensor:
         """uint8 images (0..255) or already-float pixel values -> normalised float."""
         if xb.ndim != 4:
@@ -189,43 +197,68 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_epoch(self, data: DeviceData, rank: int = 0, world: int = 1) -> dict:
-        """One pass over ``data``; returns the epoch's mean loss and accuracy on the given labels."""
-        cfg = self.config
+    @property
+    def epochs(self) -> int:
+        """Epochs of the whole run (``train_epoch`` calls until done)."""
+        return self.config.epochs
+
+    def start_epoch(self) -> None:
+        """Set this epoch's learning rate and training mode."""
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr_at(self.epoch)
+            group["lr"] = self.config.lr_at(self.epoch)
+        self.train_module.train()
+
+    def batches(self, data: DeviceData, rank: int = 0, world: int = 1):
+        """Start the epoch and yield its shuffled, augmented ``(index, inputs, labels)`` batches."""
+        cfg = self.config
+        self.start_epoch()
         gen = self._generator(self.epoch)
         order = torch.randperm(len(data), device=self.device, generator=gen)
-        self.train_module.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
         for start in range(0, len(data), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             if world > 1:  # every rank takes its share of the same global batch
                 idx = idx[rank::world]
             xb = data.prepare(augment(data.x[idx], cfg.augment, gen)) if data.images else data.x[idx]
-            yb = data.y[idx]
-            with self._autocast():
-                logits = self.train_module(_channels_last(xb))
-            per_sample = self.loss(logits.float(), yb)
-            loss = (per_sample * data.w[idx]).mean() if data.w is not None else per_sample.mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.l1:  # d(λ·Σ|θ|)/dθ = λ·sign(θ), added before clipping as in the reference loops
-                live = [p for p in self.params if p.grad is not None]
-                torch._foreach_add_([p.grad for p in live], torch._foreach_sign(live), alpha=cfg.l1)
-            if cfg.clip:
-                nn.utils.clip_grad_norm_(self.params, cfg.clip, foreach=self.device.type == "cuda" or None)
-            self.optimizer.step()
+            yield idx, xb, data.y[idx]
+
+    def forward(self, xb: torch.Tensor) -> torch.Tensor:
+        """Training-mode fp32 logits."""
+        with self._autocast():
+            return self.train_module(_channels_last(xb)).float()
+
+    def update(self, loss: torch.Tensor) -> None:
+        """One SGD step on ``loss`` with the L1 term and gradient clipping."""
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.l1:  # d(λ·Σ|θ|)/dθ = λ·sign(θ), added before clipping as in the reference loops
+            live = [p for p in self.params if p.grad is not None]
+            torch._foreach_add_([p.grad for p in live], torch._foreach_sign(live), alpha=cfg.l1)
+        if cfg.clip:
+            nn.utils.clip_grad_norm_(self.params, cfg.clip, foreach=self.device.type == "cuda" or None)
+        self.optimizer.step()
+
+    def finish_epoch(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, **extra) -> dict:
+        """Count the epoch and record its statistics (the one host sync of an epoch)."""
+        self.epoch += 1
+        stats = {"epoch": self.epoch, "lr": self.config.lr_at(self.epoch - 1), "train_loss": loss_sum.item() / max(seen, 1),
+                 "train_accuracy": correct.item() / max(seen, 1), **extra}  # fmt: skip
+        self.history.append(stats)
+        return stats
+
+    def train_epoch(self, data: DeviceData, rank: int = 0, world: int = 1) -> dict:
+        """One pass over ``data``; returns the epoch's mean loss and accuracy on the given labels."""
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for idx, xb, yb in self.batches(data, rank, world):
+            logits = self.forward(xb)
+            per_sample = self.loss(logits, yb)
+            self.update((per_sample * data.w[idx]).mean() if data.w is not None else per_sample.mean())
             loss_sum += per_sample.detach().sum()
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += yb.shape[0]
-        self.epoch += 1
-        stats = {"epoch": self.epoch, "lr": cfg.lr_at(self.epoch - 1), "train_loss": loss_sum.item() / max(seen, 1),
-                 "train_accuracy": correct.item() / max(seen, 1)}  # fmt: skip
-        self.history.append(stats)
-        return stats
+        return self.finish_epoch(loss_sum, correct, seen)
 
     @torch.no_grad()
     def logits(self, data: DeviceData) -> torch.Tensor:
@@ -240,6 +273,19 @@ class Trainer:
 
     def accuracy(self, data: DeviceData) -> float:
         return (self.logits(data).argmax(1) == data.y).float().mean().item()
+
+    def to(self, device) -> "Trainer":
+        """Move the network, the loss and the optimiser state (e.g. to the CPU for pickling)."""
+        if self.train_module is not self.model:
+            raise ValueError("a distributed (DDP) trainer cannot be moved")
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.loss.to(self.device)
+        for state in self.optimizer.state.values():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    state[key] = value.to(self.device)
+        return self
 
     def state_dict(self) -> dict:
         return {

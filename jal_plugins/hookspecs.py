@@ -46,3 +46,13 @@ def register_datasets(register):
     ``factory(**params)`` returns a ``jal_plugins.datasets.ArrayDataset`` (train/test arrays,
     number of classes, normalisation).
     """
+
+
+@hookspec
+def register_methods(register):
+    """Register training methods: ``register(name, factory, *, aliases=())``.
+
+    ``factory(context, **params)`` gets a ``jal_plugins.methods.MethodContext`` (the run's loss,
+    seeded networks and per-loss configs) and returns a learner with the ``Trainer`` interface
+    (see ``jal_plugins.methods.base``).
+    """

@@ -1,9 +1,10 @@
-"""Read label arrays from .npz, .npy and CIFAR-N ``.pt`` files without unpickling arbitrary objects."""
+"""Label files: read .npz, .npy and CIFAR-N ``.pt`` files safely, and align them to a base dataset."""
 
 from __future__ import annotations
 
 import codecs
 import io
+import itertools
 import pickle
 import zipfile
 from pathlib import Path
@@ -31,12 +32,17 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("label files may hold NumPy arrays only, not torch tensors")
 
 
+def safe_unpickle(raw: bytes):
+    """Unpickle NumPy arrays, dicts, lists and scalars only (CIFAR-N files, CIFAR python batches)."""
+    return _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+
+
 def _read_pt(path: Path) -> dict:
     with zipfile.ZipFile(path) as archive:
         member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
         if member is None:
             raise ValueError(f"{path} is not a torch zip archive with a data.pkl member")
-        data = _NumpyOnlyUnpickler(io.BytesIO(archive.read(member)), encoding="latin1").load()
+        data = safe_unpickle(archive.read(member))
     if not isinstance(data, dict):
         raise ValueError(f"{path} holds a {type(data).__name__}, expected a dict of label arrays")
     return data
@@ -70,3 +76,48 @@ def read_labels(path, key: str | None = None) -> np.ndarray:
     if key not in arrays:
         raise ValueError(f"label file {str(path)!r} has no key {key!r} (keys: {sorted(arrays)})")
     return arrays[key]
+
+
+# Hugging Face Hub CIFAR-10 train rows: original data_batch 4, 3, 2, 5, 1 (ecosystem.md §5.2).
+HUB_CIFAR10_BLOCKS = (3, 2, 1, 4, 0)
+
+
+def block_order(n: int, perm) -> np.ndarray:
+    """``order[row]`` = original index, for ``n`` rows whose equal blocks come in ``perm`` order."""
+    size = n // len(perm)
+    return np.concatenate([np.arange(b * size, (b + 1) * size) for b in perm])
+
+
+def block_orders(n: int):
+    """Candidate row orders: the identity, the Hub's CIFAR-10 order, then every other order of 5 blocks."""
+    yield np.arange(n)
+    if n % 5 == 0:
+        perms = dict.fromkeys([HUB_CIFAR10_BLOCKS, *itertools.permutations(range(5))])
+        for perm in perms:
+            if perm != (0, 1, 2, 3, 4):
+                yield block_order(n, perm)
+
+
+def align(reference: np.ndarray, base_labels: np.ndarray, index: np.ndarray | None = None, what="label file"):
+    """The original-order index of every base row, checked so that ``reference[index] == base_labels``.
+
+    ``reference`` are the clean labels of a label file in the original order; ``index`` is the known
+    original position of each base row (None: unknown, so the block orders of ``block_orders`` are
+    tried). Raises ``ValueError`` when no candidate makes every row agree.
+    """
+    reference, base_labels = np.asarray(reference), np.asarray(base_labels)
+    if index is None and reference.size != base_labels.size:
+        raise ValueError(f"{what} has {reference.size} labels but the base train split has {base_labels.size} rows")
+    candidates = [np.asarray(index)] if index is not None else block_orders(base_labels.size)
+    best = None
+    for order in candidates:
+        if order.size and (order.min() < 0 or order.max() >= reference.size):
+            raise ValueError(f"{what} has {reference.size} labels; base rows point up to index {order.max()}")
+        mismatched = int(np.count_nonzero(reference[order] != base_labels))
+        if mismatched == 0:
+            return order
+        best = mismatched if best is None else min(best, mismatched)
+    raise ValueError(
+        f"{what} does not align with the base dataset: even in the closest known row order its clean labels "
+        f"disagree with the base labels on {best} of {base_labels.size} rows (is it for another dataset?)"
+    )

@@ -28,8 +28,10 @@ HOOKS = {
     "register_noise_models": "noise_models",
     "register_models": "models",
     "register_datasets": "datasets",
+    "register_methods": "methods",
 }
-SINGULAR = {"losses": "loss", "noise_models": "noise model", "models": "model", "datasets": "dataset"}
+SINGULAR = {"losses": "loss", "noise_models": "noise model", "models": "model", "datasets": "dataset",
+            "methods": "method"}  # fmt: skip
 
 
 class PluginWarning(UserWarning):

@@ -23,7 +23,8 @@ def registry() -> dict:
     raise FileNotFoundError(f"registry.toml not found in {', '.join(map(str, _CANDIDATES))}")
 
 
-def _section(section: str, name: str, what: str) -> dict:
+def section(section: str, name: str, what: str) -> dict:
+    """Entry ``name`` of a top-level table of ``registry.toml`` (names compare case- and dash-insensitively)."""
     table = registry().get(section, {})
     for key, value in table.items():
         if normalize(key) == normalize(name):
@@ -33,7 +34,7 @@ def _section(section: str, name: str, what: str) -> dict:
 
 def preset(name: str) -> dict:
     """One preset table (``losses`` and ``regularization``)."""
-    return _section("presets", name, "preset")
+    return section("presets", name, "preset")
 
 
 def list_presets() -> list[str]:
@@ -67,8 +68,9 @@ def preset_regularization(name: str | None, loss: str) -> dict:
 def recipe(dataset: str) -> dict:
     """The training recipe of ``dataset`` (falls back to the generic ``npz`` recipe)."""
     try:
-        table = dict(_section("recipes", dataset, "recipe"))
+        table = dict(section("recipes", dataset, "recipe"))
     except UnknownNameError:
-        table = dict(_section("recipes", "npz", "recipe"))
+        table = dict(section("recipes", "npz", "recipe"))
     table.pop("description", None)
-    return table
+    like = table.pop("like", None)
+    return {**recipe(like), **table} if like else table

@@ -11,6 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jal_plugins.cli import parse_kv
+from jal_plugins.report import atomic_write, bar_chart, matrix
+
 RESULT_KEYS = ("dataset", "noise", "loss", "method", "seed")
 
 
@@ -25,6 +28,7 @@ class Job:
     preset: str | None = None
     model: str | None = None
     method: str = "erm"
+    method_params: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     loss_params: dict = field(default_factory=dict)
     model_params: dict = field(default_factory=dict)
@@ -77,12 +81,6 @@ def noisy_labels(job: Job, data) -> tuple:
     return labels, name, params.get("rate")
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def read_results(out: Path) -> list[dict]:
     path = out / "results.jsonl"
     if not path.is_file():
@@ -93,7 +91,7 @@ def read_results(out: Path) -> list[dict]:
 def append_result(out: Path, record: dict) -> None:
     """Rewrite ``results.jsonl`` with ``record`` added, atomically (a crash leaves the old file)."""
     records = read_results(out) + [record]
-    _atomic_write(out / "results.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))
+    atomic_write(out / "results.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))
 
 
 def _distributed() -> tuple[int, int]:
@@ -114,8 +112,9 @@ def run_job(job: Job, out: Path | None = None, progress: bool = False) -> dict:
     import numpy as np
     import torch
 
-    from jal_plugins import create_loss, create_model
-    from jal_plugins.engine import DeviceData, Trainer, TrainConfig, resolve_device, seeded_init, set_deterministic
+    from jal_plugins import create_loss, create_method, create_model
+    from jal_plugins.engine import DeviceData, TrainConfig, resolve_device, set_deterministic
+    from jal_plugins.methods import MethodContext
     from jal_plugins.presets import preset_regularization, recipe
 
     rank, world = _distributed()
@@ -125,50 +124,59 @@ def run_job(job: Job, out: Path | None = None, progress: bool = False) -> dict:
     model_name = job.model or recipe_model
     model_params = {**(recipe_model_params if not job.model else {}), **job.model_params}
     preset = job.preset if job.preset is not None else recipe_preset
-    settings = {**rec, **preset_regularization(preset, job.loss), **job.config}
-    config = TrainConfig.from_dict(settings)
-    set_deterministic(config.deterministic)
 
+    def build_config(loss_name: str) -> TrainConfig:
+        return TrainConfig.from_dict({**rec, **preset_regularization(preset, loss_name), **job.config})
+
+    def build_loss(loss_name: str):
+        params = job.loss_params if loss_name == job.loss else {}
+        return create_loss(loss_name, data.num_classes, preset=preset, reduction="none", **params)
+
+    config = build_config(job.loss)
+    set_deterministic(config.deterministic)
     data = load_dataset(job.dataset, **job.dataset_params)
     labels, noise_name, rate = noisy_labels(job, data)
     if model_name == "auto":
         model_name, auto_params = auto_model(data.x_train.shape)
         model_params = {**auto_params, **model_params}
     in_channels = data.in_channels if data.is_image else data.x_train.shape[1]
-    loss = create_loss(job.loss, data.num_classes, preset=preset, reduction="none", **job.loss_params)
-    model = seeded_init(job.seed, lambda: create_model(model_name, data.num_classes, in_channels, **model_params))
     device = resolve_device(job.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    trainer = Trainer(model, loss, config, device, seed=job.seed, ddp=world > 1)
+    context = MethodContext(
+        job.loss, data.num_classes, device, job.seed,
+        build_model=lambda: create_model(model_name, data.num_classes, in_channels, **model_params),
+        build_loss=build_loss, build_config=build_config, noise_rate=rate, ddp=world > 1,
+    )  # fmt: skip
+    learner = create_method(job.method, context, **job.method_params)
 
     run_dir = out / "runs" / job.slug() if out else None
     checkpoint = run_dir / "checkpoint.pt" if run_dir else None
     if checkpoint and checkpoint.is_file():
-        trainer.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
+        learner.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
     train = DeviceData(data.x_train, labels, device, data.mean, data.std)
     test = DeviceData(data.x_test, data.y_test, device, data.mean, data.std)
-    label = f"{job.dataset} {job.noise} {job.loss} seed {job.seed}"
-    seconds = sum(h.get("seconds", 0.0) for h in trainer.history)
-    while trainer.epoch < config.epochs:
+    label = f"{job.dataset} {job.noise} {job.method} {job.loss} seed {job.seed}"
+    seconds = sum(h.get("seconds", 0.0) for h in learner.history)
+    while learner.epoch < learner.epochs:
         start = time.perf_counter()
-        stats = trainer.train_epoch(train, rank, world)
-        stats["test_accuracy"] = trainer.accuracy(test)
+        stats = learner.train_epoch(train, rank, world)
+        stats["test_accuracy"] = learner.accuracy(test)
         stats["seconds"] = time.perf_counter() - start
         seconds += stats["seconds"]
         if progress and rank == 0:
             speed = len(train) / stats["seconds"]
-            print(f"\r[{label}] epoch {trainer.epoch}/{config.epochs} loss {stats['train_loss']:.4f} "
+            print(f"\r[{label}] epoch {learner.epoch}/{learner.epochs} loss {stats['train_loss']:.4f} "
                   f"acc {stats['train_accuracy']:.1%} test {stats['test_accuracy']:.1%} {speed:,.0f} img/s",
                   end="", file=sys.stderr, flush=True)  # fmt: skip
         if run_dir and rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(checkpoint, lambda p: torch.save(trainer.state_dict(), p))
+            atomic_write(checkpoint, lambda p: torch.save(learner.state_dict(), p))
     if progress and rank == 0:
         print(file=sys.stderr)
     if run_dir and rank == 0:
-        _atomic_write(run_dir / "curve.json", lambda p: p.write_text(json.dumps(trainer.history, indent=1)))
+        atomic_write(run_dir / "curve.json", lambda p: p.write_text(json.dumps(learner.history, indent=1)))
     return {
         "dataset": job.dataset,
         "noise": job.noise,
@@ -177,6 +185,8 @@ def run_job(job: Job, out: Path | None = None, progress: bool = False) -> dict:
         "realized_noise_rate": float(np.mean(np.asarray(labels) != data.y_train)),
         "loss": job.loss,
         "method": job.method,
+        "method_params": job.method_params,
+        "method_info": learner.info() if hasattr(learner, "info") else {},
         "preset": preset,
         "model": model_name,
         "seed": job.seed,
@@ -185,8 +195,8 @@ def run_job(job: Job, out: Path | None = None, progress: bool = False) -> dict:
         "lr": config.lr,
         "weight_decay": config.weight_decay,
         "l1": config.l1,
-        "test_accuracy": trainer.history[-1]["test_accuracy"],
-        "train_accuracy": trainer.history[-1]["train_accuracy"],
+        "test_accuracy": learner.history[-1]["test_accuracy"],
+        "train_accuracy": learner.history[-1]["train_accuracy"],
         "seconds": seconds,
         "device": str(device),
         "world_size": world,
@@ -229,72 +239,20 @@ def run_jobs(jobs: list[Job], out: Path | None = None, progress: bool = False, w
     return [done[job.key()] for job in jobs]
 
 
-def summarize(records: list[dict], rows: str = "noise", cols: str = "loss") -> str:
-    """Markdown table of test accuracy (mean ± sample std over seeds, ×100)."""
-    import numpy as np
-
-    row_keys = list(dict.fromkeys(r[rows] for r in records))
-    col_keys = list(dict.fromkeys(r[cols] for r in records))
-    lines = [f"| {rows} | " + " | ".join(map(str, col_keys)) + " |", "|---" * (len(col_keys) + 1) + "|"]
-    for rk in row_keys:
-        cells = []
-        for ck in col_keys:
-            acc = np.array([r["test_accuracy"] for r in records if r[rows] == rk and r[cols] == ck]) * 100
-            std = acc.std(ddof=1) if acc.size > 1 else 0.0
-            cells.append(f"{acc.mean():.1f} ± {std:.1f}" if acc.size else "–")
-        lines.append(f"| {rk} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot(records: list[dict], path: Path, title: str) -> Path | None:
-    """Bar chart of mean test accuracy per (noise, loss); None when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    import numpy as np
-
-    noises = list(dict.fromkeys(r["noise"] for r in records))
-    losses = list(dict.fromkeys(r["loss"] for r in records))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(noises), 3.6))
-    width = 0.8 / len(losses)
-    for i, loss in enumerate(losses):
-        accs = [[r["test_accuracy"] * 100 for r in records if r["noise"] == n and r["loss"] == loss] for n in noises]
-        ax.bar(np.arange(len(noises)) + i * width, [np.mean(a) for a in accs], width,
-               yerr=[np.std(a, ddof=1) if len(a) > 1 else 0 for a in accs], label=loss, capsize=2)  # fmt: skip
-    ax.set_xticks(np.arange(len(noises)) + 0.4 - width / 2, noises)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    _atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
-    plt.close(fig)
-    return path
-
-
-def _kv(text: str) -> tuple[str, object]:
-    from jal_plugins.cli import parse_value
-
-    key, eq, value = text.partition("=")
-    if not eq or not key:
-        raise ValueError(f"expected KEY=VALUE, got {text!r}")
-    return key.replace("-", "_"), parse_value(value)
+PARAM_OPTIONS = ("loss_param", "model_param", "dataset_param", "method_param")  # --X-param KEY=VALUE -> Job.X_params
 
 
 def cmd_run(args) -> int:
-    config = dict(_kv(s) for s in args.set or [])
+    config = dict(parse_kv(s) for s in args.set or [])
     for name in ("epochs", "batch_size", "lr"):
         if getattr(args, name) is not None:
             config[name] = getattr(args, name)
+    pairs = {name: dict(parse_kv(s) for s in getattr(args, name) or []) for name in PARAM_OPTIONS}
     jobs = [
         Job(dataset=args.dataset, noise=noise, loss=loss, seed=seed, preset=args.preset, model=args.model,
-            method=args.method, config=config, loss_params=dict(_kv(s) for s in args.loss_param or []),
-            model_params=dict(_kv(s) for s in args.model_param or []),
-            dataset_params=dict(_kv(s) for s in args.dataset_param or []), device=args.device)  # fmt: skip
+            method=method, config=config, device=args.device, **{f"{k}s": v for k, v in pairs.items()})  # fmt: skip
         for noise in args.noise
+        for method in args.method
         for loss in args.loss
         for seed in args.seed
     ]
@@ -305,7 +263,7 @@ def cmd_run(args) -> int:
     if args.json:
         print(json.dumps(records, indent=1))
     else:
-        print(summarize(records))
+        print(matrix(records, cols=("method", "loss") if len(args.method) > 1 else ("loss",)))
     return 0
 
 
@@ -324,12 +282,12 @@ def cmd_demo(args) -> int:
     workers = args.workers or (os.cpu_count() or 1 if resolve_device(args.device).type == "cpu" else 1)
     records = run_jobs(jobs, out, progress=not args.json and sys.stderr.isatty(), workers=workers)
     elapsed = time.perf_counter() - start
-    chart = plot(records, out / "demo.png", "digits, symmetric label noise (cnn4, 60 epochs)")
+    chart = bar_chart(records, ("noise",), ("loss",), out / "demo.png", "digits, symmetric label noise (cnn4, 60 epochs)")
     if args.json:
         print(json.dumps(records, indent=1))
         return 0
     print(f"Test accuracy (%) on scikit-learn digits, mean ± std over {args.seeds} seeds\n")
-    print(summarize(records))
+    print(matrix(records))
     print(f"\n{len(records)} runs in {elapsed:.0f} s; results in {out / 'results.jsonl'}")
     print(f"chart: {chart}" if chart else "chart skipped: pip install 'jal-plugins[plot]' for matplotlib")
     return 0
@@ -342,7 +300,8 @@ def add_commands(sub) -> None:
     p.add_argument("--loss", nargs="+", default=["jal-ce"])
     p.add_argument("--preset", help="loss/regularisation preset (default: the dataset recipe's)")
     p.add_argument("--model", help="registered network (default: the dataset recipe's)")
-    p.add_argument("--method", default="erm")
+    p.add_argument("--method", nargs="+", default=["erm"], help="training method: erm, co-teaching, cleanlab-prune, ...")
+    p.add_argument("--method-param", action="append", metavar="KEY=VALUE", help="e.g. forget_rate=0.4, folds=4")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

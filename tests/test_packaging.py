@@ -15,7 +15,8 @@ def test_wheel_layout(tmp_path):
     )
     (wheel,) = tmp_path.glob("jal_plugins-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "jal_plugins/adapters/__init__.py" in names
+    for module in ("adapters/__init__", "adapters/hf_datasets", "datasets/cifar", "methods/prune", "bench"):
+        assert f"jal_plugins/{module}.py" in names
     assert "jal_plugins/registry.toml" in names
     assert not any(n.startswith("adapters/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -1,4 +1,4 @@
-"""Datasets as arrays: train/test inputs (uint8 NCHW images or float tabular rows) and labels."""
+"""Datasets as arrays (uint8 NCHW images or float rows), and the small ones that need no download."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class ArrayDataset:
     mean: list[float] | None = None  # per-channel normalisation of uint8 images, in [0, 1] units
     std: list[float] | None = None
     noisy_labels: dict[str, np.ndarray] = field(default_factory=dict)  # real label sets (CIFAR-N)
+    train_index: np.ndarray | None = None  # each train row's position in the source's original order
 
     def __post_init__(self):
         for split in ("train", "test"):
@@ -96,9 +97,14 @@ def npz(path: str, num_classes: int | None = None) -> ArrayDataset:
     return ArrayDataset(path.stem, x_train, y_train, x_test, y_test, k)
 
 
-CATALOGUE = {"digits": (digits, ()), "npz": (npz, ())}
-
-
-def register_all(register) -> None:
-    for name, (factory, aliases) in CATALOGUE.items():
-        register(name, factory, aliases=aliases)
+def balanced_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``size`` rows with (as near as possible) equal counts per class."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if isinstance(size, bool) or not isinstance(size, int) or not classes.size <= size <= labels.size:
+        raise ValueError(f"subset size must be an integer in {classes.size}..{labels.size}, got {size!r}")
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    quota = np.full(classes.size, size // classes.size)
+    quota[: size % classes.size] += 1
+    return np.sort(np.concatenate([rows[:q] for rows, q in zip(per_class, quota)]))

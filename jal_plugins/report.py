@@ -1,0 +1,100 @@
+"""Reports of run records: mean ± std over seeds as Markdown, beside reference numbers, and bar charts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` then rename over ``path``: readers never see a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def accuracies(records: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[float]]:
+    """Test accuracies (×100) grouped by the values of ``keys``, in first-seen order."""
+    groups: dict[tuple, list[float]] = {}
+    for r in records:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r["test_accuracy"] * 100)
+    return groups
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample (n − 1) standard deviation, as the papers report; std 0 for one value."""
+    import numpy as np
+
+    a = np.asarray(values, float)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def matrix(records: list[dict], rows: tuple[str, ...] = ("noise",), cols: tuple[str, ...] = ("loss",)) -> str:
+    """Markdown table of test accuracy, mean ± std over seeds, ``rows`` × ``cols`` (tuples of record keys)."""
+    groups = accuracies(records, rows + cols)
+    row_keys = list(dict.fromkeys(k[: len(rows)] for k in groups))
+    col_keys = list(dict.fromkeys(k[len(rows) :] for k in groups))
+    name = lambda key: " ".join(map(str, key))  # noqa: E731
+    lines = [f"| {name(rows)} | " + " | ".join(map(name, col_keys)) + " |", "|---" * (len(col_keys) + 1) + "|"]
+    for rk in row_keys:
+        cells = ["{:.1f} ± {:.1f}".format(*mean_std(groups[rk + ck])) if rk + ck in groups else "–" for ck in col_keys]
+        lines.append(f"| {name(rk)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison(records: list[dict], keys: tuple[str, ...], reference: dict[tuple, float]) -> list[dict]:
+    """One row per ``keys`` group: runs, mean, std, the reference number and the difference."""
+    rows = []
+    for group, accs in accuracies(records, keys).items():
+        mean, std = mean_std(accs)
+        ref = reference.get(group)
+        rows.append({**dict(zip(keys, group)), "runs": len(accs), "mean": round(mean, 2), "std": round(std, 2),
+                     "paper": ref, "delta": None if ref is None else round(mean - ref, 2)})  # fmt: skip
+    return rows
+
+
+def comparison_table(rows: list[dict], keys: tuple[str, ...]) -> str:
+    """Markdown of ``comparison`` rows: ours (mean ± std) beside the paper's number."""
+    lines = ["| " + " | ".join(keys) + " | runs | ours | paper | Δ |", "|---" * (len(keys) + 4) + "|"]
+    for r in rows:
+        paper = "–" if r["paper"] is None else f"{r['paper']:.2f}"
+        delta = "–" if r["delta"] is None else f"{r['delta']:+.1f}"
+        cells = [str(r[k]) for k in keys] + [str(r["runs"]), f"{r['mean']:.1f} ± {r['std']:.1f}", paper, delta]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bar_chart(records, groups: tuple[str, ...], series: tuple[str, ...], path: Path, title: str,
+              reference: dict[tuple, float] | None = None) -> Path | None:  # fmt: skip
+    """Bars of mean accuracy per ``groups`` (x) and ``series`` (colour); reference numbers as black ticks.
+
+    Returns None when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    import numpy as np
+
+    accs = accuracies(records, groups + series)
+    xs = list(dict.fromkeys(k[: len(groups)] for k in accs))
+    bars = list(dict.fromkeys(k[len(groups) :] for k in accs))
+    fig, ax = plt.subplots(figsize=(1.6 + 0.35 * len(xs) * len(bars) + 0.4 * len(xs), 3.8))
+    width = 0.8 / len(bars)
+    for i, bar in enumerate(bars):
+        stats = [mean_std(accs[x + bar]) if x + bar in accs else (np.nan, 0.0) for x in xs]
+        pos = np.arange(len(xs)) + i * width
+        ax.bar(pos, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=2, label=" ".join(map(str, bar)))
+        refs = [(reference or {}).get(x + bar) for x in xs]
+        ax.scatter(pos, [np.nan if r is None else r for r in refs], marker="_", s=120, color="black", zorder=3)
+    ax.set_xticks(np.arange(len(xs)) + 0.4 - width / 2, [" ".join(map(str, x)) for x in xs], fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title + (" (black ticks: paper)" if reference else ""), fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+    return path
