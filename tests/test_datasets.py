@@ -1,6 +1,7 @@
 """Dataset plugins and the Hugging Face adapter on real files: Hub-layout parquet, python batches, IDX, CIFAR-N."""
 
 import gzip
+import json
 import os
 import pickle
 import subprocess
@@ -218,3 +219,14 @@ def test_cifar10n_plugin_on_the_exact_subset(shared_data):
     assert rates["clean"] == 0 and 0.38 < rates["worst"] < 0.43 and 0.07 < rates["aggre"] < 0.11
     with pytest.raises(ValueError, match="is not a cifar10n file"):
         cifar10n(source=str(shared_data / "cifar10-exact-subset.npz"), labels_file=str(shared_data / "CIFAR-100_human.pt"))
+
+
+def test_runner_trains_on_cifar10n_labels_through_the_cli(shared_data):
+    from test_runner import cli
+
+    out = cli("run", "--dataset", "cifar10n", "--dataset-param", f"source={shared_data / 'cifar10-exact-subset.npz'}",
+              "--dataset-param", f"labels_file={shared_data / 'CIFAR-10_human.pt'}", "--noise", "worst", "aggre",
+              "--model-param", "width=0.125", "--epochs", "1", "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rates = {r["noise"]: r["realized_noise_rate"] for r in json.loads(out.stdout)}
+    assert rates["worst"] == pytest.approx(0.4033, abs=1e-4) and rates["aggre"] == pytest.approx(0.0892, abs=1e-4)

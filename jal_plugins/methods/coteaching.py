@@ -7,6 +7,7 @@ from dataclasses import replace
 import torch
 
 from jal_plugins.losses.base import number
+from jal_plugins.methods.prune import check_folds, estimate_noise_rate
 
 SECOND_NET_SEED = 100_003  # offset so the peer's initialisation differs from any other seed's first net
 
@@ -17,8 +18,8 @@ class CoTeaching:
     ``forget_rate`` is the fraction of each batch dropped once ramped up (default: the nominal noise
     rate, or, for real noise, cleanlab's estimate from ``folds``-fold out-of-sample probabilities);
     it grows linearly from 0 over the first ``ramp_epochs`` epochs (10 in the paper). Predictions
-    come from the first network. Cost: two networks trained side by side (2× an ``erm`` run), plus
-    the estimate (``folds`` short fits) when the rate is unknown.
+    come from the first network. Cost: two networks trained side by side (2× an ``erm`` run), plus,
+    when the rate is unknown, ``folds`` CE fits for the estimate (done once, before the first epoch).
     """
 
     def __init__(self, context, forget_rate: float | None = None, ramp_epochs: int = 10, folds: int = 3):
@@ -28,7 +29,7 @@ class CoTeaching:
             raise ValueError(f"ramp_epochs must be an integer >= 0, got ramp_epochs={ramp_epochs!r}")
         self.context = context
         self.ramp_epochs = ramp_epochs
-        self.folds = folds
+        self.folds = check_folds(folds)
         self.forget_rate = forget_rate if forget_rate is not None else context.noise_rate
         self.nets = [context.trainer(), context.trainer(seed_offset=SECOND_NET_SEED)]
 
@@ -57,8 +58,6 @@ class CoTeaching:
         if world > 1:
             raise ValueError("co-teaching does not support distributed training; run it on one device")
         if self.forget_rate is None:
-            from jal_plugins.methods.prune import estimate_noise_rate
-
             self.forget_rate = estimate_noise_rate(self.context, data, self.folds)
         first, second = self.nets
         second.start_epoch()

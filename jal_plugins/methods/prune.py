@@ -10,7 +10,7 @@ import torch
 FOLD_SEED = 200_003  # seed offset of the fold networks
 
 
-def _check_folds(folds) -> int:
+def check_folds(folds) -> int:
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"folds must be an integer >= 2, got folds={folds!r}")
     return folds
@@ -22,12 +22,12 @@ def _folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, 
     return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
 
 
-def out_of_sample_probs(context, data, folds: int, epochs: int | None = None, loss: str = "ce") -> np.ndarray:
+def out_of_sample_probs(context, data, folds: int, loss: str = "ce") -> np.ndarray:
     """Probabilities of every row from a network that never saw it (``folds``-fold cross-fitting)."""
     labels = data.y.cpu().numpy()
     probs = np.zeros((len(labels), context.num_classes))
-    for i, (fit_rows, held_rows) in enumerate(_folds(labels, _check_folds(folds), context.seed)):
-        trainer = context.trainer(loss, seed_offset=FOLD_SEED + i, **({"epochs": epochs} if epochs else {}))
+    for i, (fit_rows, held_rows) in enumerate(_folds(labels, check_folds(folds), context.seed)):
+        trainer = context.trainer(loss, seed_offset=FOLD_SEED + i)
         part = data.subset(fit_rows)
         while trainer.epoch < trainer.epochs:
             trainer.train_epoch(part)
@@ -61,7 +61,7 @@ class CleanlabPrune:
                  filter_by: str = "prune_by_noise_rate"):  # fmt: skip
         if cv_epochs is not None and (isinstance(cv_epochs, bool) or not isinstance(cv_epochs, int) or cv_epochs < 1):
             raise ValueError(f"cv_epochs must be a positive integer, got cv_epochs={cv_epochs!r}")
-        self.context, self.folds, self.cv_loss, self.filter_by = context, _check_folds(folds), cv_loss, filter_by
+        self.context, self.folds, self.cv_loss, self.filter_by = context, check_folds(folds), cv_loss, filter_by
         self.final = context.trainer()
         self.cv_epochs = cv_epochs or self.final.epochs
         context.build_loss(cv_loss)  # an unknown cv_loss fails now, not after the first fold
