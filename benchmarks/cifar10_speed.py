@@ -7,37 +7,27 @@
 
     python benchmarks/cifar10_speed.py --data ../shared/data/cifar10-jpeg.npz            # 120 epochs
     python benchmarks/cifar10_speed.py --epochs 1 --subset 5000 --device cpu           # a short look
+
+``--data`` takes any source of the ``cifar10`` dataset plugin (the JPEG npz, python batches, ...).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import time
 
 import numpy as np
 import torch
 
 from jal_plugins import create_loss, create_model
+from jal_plugins.datasets import cifar10
 from jal_plugins.engine import DeviceData, Trainer, TrainConfig, resolve_device, seeded_init
 
-MEAN = (0.49139968, 0.48215827, 0.44653124)
-STD = (0.24703233, 0.24348505, 0.26158768)
-
-
-def load_jpeg_npz(path: str, subset: int | None):
-    """Decode the JPEG-bytes CIFAR-10 npz into uint8 NCHW arrays."""
-    from PIL import Image
-
-    raw = dict(np.load(path))
-    out = []
-    for split in ("train", "test"):
-        data, offsets = raw[f"{split}_jpeg"], raw[f"{split}_offsets"]
-        n = len(offsets) - 1 if subset is None else min(subset, len(offsets) - 1)
-        images = np.stack([np.asarray(Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB"))
-                           for i in range(n)])  # fmt: skip
-        out += [images.transpose(0, 3, 1, 2).copy(), raw[f"y_{split}"][:n].astype(np.int64)]
-    return out
+def load(source: str, subset: int | None):
+    """CIFAR-10 as uint8 NCHW arrays (any source the ``cifar10`` dataset plugin reads), optionally cut."""
+    data = cifar10(source=source)
+    n, nt = (None, None) if subset is None else (subset, subset)
+    return data.x_train[:n], data.y_train[:n], data.x_test[:nt], data.y_test[:nt], data.mean, data.std
 
 
 def sync(device):
@@ -45,11 +35,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def engine_run(x, y, xt, yt, epochs, device):
+def engine_run(x, y, xt, yt, epochs, device, mean, std):
     config = TrainConfig(epochs=epochs, batch_size=128, lr=0.01, weight_decay=1e-4, augment="crop-flip")
     model = seeded_init(0, lambda: create_model("cnn8", 10, 3))
     trainer = Trainer(model, create_loss("ce", 10, reduction="none"), config, device)
-    train, test = DeviceData(x, y, device, MEAN, STD), DeviceData(xt, yt, device, MEAN, STD)
+    train, test = DeviceData(x, y, device, mean, std), DeviceData(xt, yt, device, mean, std)
     sync(device)
     start = time.perf_counter()
     for _ in range(epochs):
@@ -59,7 +49,7 @@ def engine_run(x, y, xt, yt, epochs, device):
     return time.perf_counter() - start, acc
 
 
-def reference_run(x, y, xt, yt, epochs, device, workers):
+def reference_run(x, y, xt, yt, epochs, device, workers, mean, std):
     from PIL import Image
     from torchvision import transforms
 
@@ -73,7 +63,7 @@ def reference_run(x, y, xt, yt, epochs, device, workers):
         def __getitem__(self, i):
             return self.transform(Image.fromarray(self.images[i].transpose(1, 2, 0))), int(self.labels[i])
 
-    norm = transforms.Normalize(MEAN, STD)
+    norm = transforms.Normalize(mean, std)
     train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                    transforms.ToTensor(), norm])  # fmt: skip
     loader = torch.utils.data.DataLoader(PILDataset(x, y, train_tf), batch_size=128, shuffle=True,
@@ -120,13 +110,13 @@ def main():
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    x, y, xt, yt = load_jpeg_npz(args.data, args.subset)
+    x, y, xt, yt, mean, std = load(args.data, args.subset)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"{len(y)} train / {len(yt)} test images, {args.epochs} epochs")  # fmt: skip
-    fast, fast_acc = engine_run(x, y, xt, yt, args.epochs, device)
+    fast, fast_acc = engine_run(x, y, xt, yt, args.epochs, device, mean, std)
     print(f"jal-plugins engine : {fast:8.1f} s   test accuracy {fast_acc:.2%}")
     if not args.skip_reference:
-        ref, ref_acc = reference_run(x, y, xt, yt, args.epochs, device, args.workers)
+        ref, ref_acc = reference_run(x, y, xt, yt, args.epochs, device, args.workers, mean, std)
         print(f"reference-style    : {ref:8.1f} s   test accuracy {ref_acc:.2%}")
         print(f"speed-up           : {ref / fast:8.2f}x")
 

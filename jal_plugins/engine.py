@@ -241,8 +241,9 @@ class Trainer:
     def finish_epoch(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, **extra) -> dict:
         """Count the epoch and record its statistics (the one host sync of an epoch)."""
         self.epoch += 1
-        stats = {"epoch": self.epoch, "lr": self.config.lr_at(self.epoch - 1), "train_loss": loss_sum.item() / max(seen, 1),
-                 "train_accuracy": correct.item() / max(seen, 1), **extra}  # fmt: skip
+        seen = max(seen, 1)
+        stats = {"epoch": self.epoch, "lr": self.config.lr_at(self.epoch - 1), "train_loss": loss_sum.item() / seen,
+                 "train_accuracy": correct.item() / seen, **extra}  # fmt: skip
         self.history.append(stats)
         return stats
 

@@ -239,7 +239,9 @@ def run_jobs(jobs: list[Job], out: Path | None = None, progress: bool = False, w
     return [done[job.key()] for job in jobs]
 
 
-PARAM_OPTIONS = ("loss_param", "model_param", "dataset_param", "method_param")  # --X-param KEY=VALUE -> Job.X_params
+# --X-param KEY=VALUE options -> the Job field that collects them
+PARAM_OPTIONS = {"loss_param": "loss_params", "model_param": "model_params", "dataset_param": "dataset_params",
+                 "method_param": "method_params"}  # fmt: skip
 
 
 def cmd_run(args) -> int:
@@ -247,10 +249,10 @@ def cmd_run(args) -> int:
     for name in ("epochs", "batch_size", "lr"):
         if getattr(args, name) is not None:
             config[name] = getattr(args, name)
-    pairs = {name: dict(parse_kv(s) for s in getattr(args, name) or []) for name in PARAM_OPTIONS}
+    params = {field: dict(parse_kv(s) for s in getattr(args, option) or []) for option, field in PARAM_OPTIONS.items()}
     jobs = [
         Job(dataset=args.dataset, noise=noise, loss=loss, seed=seed, preset=args.preset, model=args.model,
-            method=method, config=config, device=args.device, **{f"{k}s": v for k, v in pairs.items()})  # fmt: skip
+            method=method, config=config, device=args.device, **params)  # fmt: skip
         for noise in args.noise
         for method in args.method
         for loss in args.loss
