@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -16,7 +14,7 @@ from jal_plugins.datasets.cifar import (
     LABEL_SETS,
     base_name,
     read_cifar_n,
-    read_source,
+    read_local,
 )
 from jal_plugins.labelfiles import align
 
@@ -68,11 +66,6 @@ def _from_source(src, names) -> tuple:
     return datasets.DatasetDict({"train": split(src.x_train, src.y_train), "test": split(src.x_test, src.y_test)})
 
 
-def _is_local_source(base: str) -> bool:
-    path = Path(base).expanduser()
-    return path.is_file() or (path.is_dir() and not any(path.rglob("*.parquet")))
-
-
 def load_cifar_n(
     dataset: str = "cifar10n",
     label_set: str = "worst",
@@ -100,8 +93,8 @@ def load_cifar_n(
         raise ValueError(f"unknown {name}n label_set {label_set!r} (known: {', '.join(LABEL_SETS[name])})")
     arrays = read_cifar_n(labels_file, name)
     base = base or HUB_IDS[name]
-    if _is_local_source(base):
-        src = read_source(base, name)
+    src = read_local(base, name)
+    if src is not None:
         names = src.class_names or (CIFAR10_CLASSES if name == "cifar10" else [str(i) for i in range(100)])
         loaded, index = _from_source(src, names), src.index
     else:

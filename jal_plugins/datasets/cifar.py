@@ -124,18 +124,27 @@ def _batches_folder(path: Path, name: str) -> Path | None:
     return None
 
 
-def read_source(source: str, dataset: str, revision: str | None = None, cache_dir: str | None = None) -> Source:
-    """Read CIFAR from ``source`` (Hub id, Hub-layout folder, python batches folder or .npz)."""
+def read_local(source: str, dataset: str) -> Source | None:
+    """CIFAR from an .npz or a python-batches folder; None for a Hub id or a folder in the Hub's layout."""
     name = base_name(dataset)
     path = Path(str(source)).expanduser()
     if path.is_file():
         if path.suffix != ".npz":
             raise ValueError(f"CIFAR source {str(source)!r}: expected a folder, a Hub id or an .npz file")
         return _read_npz(path)
-    if path.is_dir() and (folder := _batches_folder(path, name)):
-        return _read_batches(folder, name)
-    if not path.is_dir() and (path.is_absolute() or str(source).startswith(".") or str(source).count("/") != 1):
+    if path.is_dir():
+        folder = _batches_folder(path, name)
+        return _read_batches(folder, name) if folder else None
+    if path.is_absolute() or str(source).startswith(".") or str(source).count("/") != 1:
         raise FileNotFoundError(f"CIFAR source {str(source)!r} is neither an existing path nor a Hub id (owner/name)")
+    return None
+
+
+def read_source(source: str, dataset: str, revision: str | None = None, cache_dir: str | None = None) -> Source:
+    """Read CIFAR from ``source`` (Hub id, Hub-layout folder, python batches folder or .npz)."""
+    local = read_local(source, dataset)
+    if local is not None:
+        return local
     from jal_plugins.adapters.hf_datasets import load_base, to_arrays
 
     base = load_base(str(source), revision=revision, cache_dir=cache_dir)

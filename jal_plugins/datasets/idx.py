@@ -21,7 +21,8 @@ MNIST_NORMALIZE = ([0.1307], [0.3081])
 
 def read_idx(path: Path) -> np.ndarray:
     """One IDX array (unsigned bytes: images N×H×W or labels N)."""
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
+        raw = fh.read()
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file")
     ndim = raw[3]

@@ -22,21 +22,86 @@ def _folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, 
     return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
 
 
+def _as_tensor(a):  # checkpoints hold tensors, not arrays, so they load with weights_only=True
+    return None if a is None else torch.from_numpy(a)
+
+
+def _as_array(t):
+    return None if t is None else t.cpu().numpy()
+
+
+class CrossFit:
+    """Out-of-sample probabilities by ``folds``-fold cross-fitting, one epoch per ``step`` (checkpointable).
+
+    Fold ``i`` trains a fresh network with ``loss`` for ``epochs`` (default: the recipe's) on the other
+    folds and predicts its own rows; ``probs`` is complete once ``done``.
+    """
+
+    def __init__(self, context, folds: int, loss: str = "ce", epochs: int | None = None):
+        self.context, self.folds, self.loss = context, check_folds(folds), loss
+        context.build_loss(loss)  # an unknown loss fails now, not after the first fold
+        self.epochs_per_fold = epochs or context.build_config(loss).epochs
+        self.fold = 0
+        self.trainer = None
+        self.probs: np.ndarray | None = None
+        self._splits = None  # derived from the labels on first use
+        self._fit_part = None  # the current fold's training rows, copied once per fold
+
+    @property
+    def epochs(self) -> int:
+        return self.folds * self.epochs_per_fold
+
+    @property
+    def epoch(self) -> int:
+        return self.fold * self.epochs_per_fold + (self.trainer.epoch if self.trainer else 0)
+
+    @property
+    def done(self) -> bool:
+        return self.fold == self.folds
+
+    def step(self, data) -> dict:
+        """One epoch of the current fold's network; its held-out rows are predicted when it finishes."""
+        if self._splits is None:
+            labels = data.y.cpu().numpy()
+            self._splits = _folds(labels, self.folds, self.context.seed)
+            if self.probs is None:
+                self.probs = np.zeros((len(labels), self.context.num_classes))
+        fit_rows, held_rows = self._splits[self.fold]
+        if self.trainer is None:
+            self.trainer = self.context.trainer(self.loss, FOLD_SEED + self.fold, epochs=self.epochs_per_fold)
+        if self._fit_part is None:
+            self._fit_part = data.subset(fit_rows)
+        stats = dict(self.trainer.train_epoch(self._fit_part), fold=self.fold)
+        if self.trainer.epoch == self.epochs_per_fold:
+            logits = self.trainer.logits(data.subset(held_rows))
+            self.probs[held_rows] = torch.softmax(logits.double(), 1).cpu().numpy()
+            self.fold, self.trainer, self._fit_part = self.fold + 1, None, None
+        return stats
+
+    def to(self, device):
+        if self.trainer is not None:
+            self.trainer.to(device)
+        self._fit_part = None
+        self.context = replace(self.context, device=torch.device(device))
+        return self
+
+    def state_dict(self) -> dict:
+        trainer = self.trainer.state_dict() if self.trainer else None
+        return {"fold": self.fold, "probs": _as_tensor(self.probs), "trainer": trainer}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.fold, self.probs, self.trainer, self._fit_part = state["fold"], _as_array(state["probs"]), None, None
+        if state["trainer"] is not None:
+            self.trainer = self.context.trainer(self.loss, FOLD_SEED + self.fold, epochs=self.epochs_per_fold)
+            self.trainer.load_state_dict(state["trainer"])
+
+
 def out_of_sample_probs(context, data, folds: int, loss: str = "ce") -> np.ndarray:
     """Probabilities of every row from a network that never saw it (``folds``-fold cross-fitting)."""
-    labels = data.y.cpu().numpy()
-    probs = np.zeros((len(labels), context.num_classes))
-    for i, (fit_rows, held_rows) in enumerate(_folds(labels, check_folds(folds), context.seed)):
-        trainer = context.trainer(loss, seed_offset=FOLD_SEED + i)
-        part = data.subset(fit_rows)
-        while trainer.epoch < trainer.epochs:
-            trainer.train_epoch(part)
-        probs[held_rows] = _probs(trainer, data.subset(held_rows))
-    return probs
-
-
-def _probs(trainer, data) -> np.ndarray:
-    return torch.softmax(trainer.logits(data).double(), 1).cpu().numpy()
+    fit = CrossFit(context, folds, loss)
+    while not fit.done:
+        fit.step(data)
+    return fit.probs
 
 
 def estimate_noise_rate(context, data, folds: int = 3) -> float:
@@ -61,15 +126,11 @@ class CleanlabPrune:
                  filter_by: str = "prune_by_noise_rate"):  # fmt: skip
         if cv_epochs is not None and (isinstance(cv_epochs, bool) or not isinstance(cv_epochs, int) or cv_epochs < 1):
             raise ValueError(f"cv_epochs must be a positive integer, got cv_epochs={cv_epochs!r}")
-        self.context, self.folds, self.cv_loss, self.filter_by = context, check_folds(folds), cv_loss, filter_by
+        self.filter_by = filter_by
+        self.cv = CrossFit(context, folds, cv_loss, cv_epochs)
         self.final = context.trainer()
-        self.cv_epochs = cv_epochs or self.final.epochs
-        context.build_loss(cv_loss)  # an unknown cv_loss fails now, not after the first fold
-        self.fold = 0
-        self.fold_trainer = None
-        self.probs: np.ndarray | None = None
         self.keep: np.ndarray | None = None
-        self._parts: dict = {}
+        self._kept = None  # the kept rows on the device, copied once
         self.history: list[dict] = []
 
     @property
@@ -78,37 +139,23 @@ class CleanlabPrune:
 
     @property
     def epochs(self) -> int:
-        return self.folds * self.cv_epochs + self.final.epochs
+        return self.cv.epochs + self.final.epochs
 
     @property
     def epoch(self) -> int:
-        done = self.folds * self.cv_epochs if self.keep is not None else self.fold * self.cv_epochs
-        return done + (self.final.epoch if self.keep is not None else getattr(self.fold_trainer, "epoch", 0))
-
-    def _part(self, data, name, rows):
-        if name not in self._parts:  # one device copy per split, not one per epoch
-            self._parts[name] = data.subset(rows)
-        return self._parts[name]
+        return self.cv.epoch + self.final.epoch
 
     def train_epoch(self, data, rank: int = 0, world: int = 1) -> dict:
         if world > 1:
             raise ValueError("cleanlab-prune does not support distributed training; run it on one device")
-        if self.keep is not None:
-            stats = self.final.train_epoch(self._part(data, "kept", np.flatnonzero(self.keep)))
-            self.history.append(stats)
-            return stats
-        labels = data.y.cpu().numpy()
-        if self.probs is None:
-            self.probs = np.zeros((len(labels), self.context.num_classes))
-        fit_rows, held_rows = _folds(labels, self.folds, self.context.seed)[self.fold]
-        if self.fold_trainer is None:
-            self.fold_trainer = self.context.trainer(self.cv_loss, FOLD_SEED + self.fold, epochs=self.cv_epochs)
-        stats = dict(self.fold_trainer.train_epoch(self._part(data, f"fit{self.fold}", fit_rows)), fold=self.fold)
-        if self.fold_trainer.epoch == self.cv_epochs:
-            self.probs[held_rows] = _probs(self.fold_trainer, self._part(data, f"held{self.fold}", held_rows))
-            self.fold, self.fold_trainer, self._parts = self.fold + 1, None, {}
-            if self.fold == self.folds:
-                self._prune(labels)
+        if self.keep is None:
+            stats = self.cv.step(data)
+            if self.cv.done:
+                self._prune(data.y.cpu().numpy())
+        else:
+            if self._kept is None:
+                self._kept = data.subset(np.flatnonzero(self.keep))
+            stats = self.final.train_epoch(self._kept)
         self.history.append(stats)
         return stats
 
@@ -116,12 +163,11 @@ class CleanlabPrune:
         from cleanlab.filter import find_label_issues
 
         # n_jobs=1: cleanlab's worker pool relies on fork-inherited globals and breaks in spawned workers
-        issues = find_label_issues(labels, self.probs, filter_by=self.filter_by, n_jobs=1)
-        self.keep = ~issues
+        self.keep = ~find_label_issues(labels, self.cv.probs, filter_by=self.filter_by, n_jobs=1)
 
     def _active(self):
         """The fold network while cross-fitting (so per-epoch curves mean something), then the final one."""
-        return self.fold_trainer if self.keep is None and self.fold_trainer is not None else self.final
+        return self.cv.trainer if self.keep is None and self.cv.trainer is not None else self.final
 
     def logits(self, data):
         return self._active().logits(data)
@@ -130,11 +176,9 @@ class CleanlabPrune:
         return self._active().accuracy(data)
 
     def to(self, device):
-        for trainer in (self.final, self.fold_trainer):
-            if trainer is not None:
-                trainer.to(device)
-        self._parts = {}
-        self.context = replace(self.context, device=torch.device(device))
+        self.final.to(device)
+        self.cv.to(device)
+        self._kept = None
         return self
 
     def info(self) -> dict:
@@ -142,18 +186,10 @@ class CleanlabPrune:
         return {"kept": kept, "removed": None if kept is None else int(self.keep.size - kept)}
 
     def state_dict(self) -> dict:
-        # tensors, not arrays, so that checkpoints load with torch.load(weights_only=True)
-        as_tensor = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
-        fold_state = self.fold_trainer.state_dict() if self.fold_trainer else None
-        return {"final": self.final.state_dict(), "fold": self.fold, "probs": as_tensor(self.probs),
-                "keep": as_tensor(self.keep), "history": self.history, "fold_trainer": fold_state}  # fmt: skip
+        return {"final": self.final.state_dict(), "cv": self.cv.state_dict(), "keep": _as_tensor(self.keep),
+                "history": self.history}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.final.load_state_dict(state["final"])
-        as_array = lambda t: None if t is None else t.cpu().numpy()  # noqa: E731
-        self.fold, self.probs, self.keep = state["fold"], as_array(state["probs"]), as_array(state["keep"])
-        self.history = list(state["history"])
-        self.fold_trainer = None
-        if state["fold_trainer"] is not None:
-            self.fold_trainer = self.context.trainer(self.cv_loss, FOLD_SEED + self.fold, epochs=self.cv_epochs)
-            self.fold_trainer.load_state_dict(state["fold_trainer"])
+        self.cv.load_state_dict(state["cv"])
+        self.keep, self._kept, self.history = _as_array(state["keep"]), None, list(state["history"])
