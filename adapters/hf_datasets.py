@@ -16,41 +16,10 @@ from jal_plugins.datasets.cifar import (
     read_cifar_n,
     read_local,
 )
+from jal_plugins.datasets.hub import load_cifar_base, to_arrays
 from jal_plugins.labelfiles import align
 
-
-def load_base(base: str, *, revision: str | None = None, cache_dir: str | None = None):
-    """CIFAR from a Hub id or a local folder holding the Hub's files, as a ``DatasetDict`` (train, test).
-
-    Columns are normalised to ``img`` and ``label`` (CIFAR-100's ``fine_label``). Pin ``revision``
-    for reproducible Hub downloads; with ``HF_HUB_OFFLINE=1`` only cached or local copies load.
-    """
-    import datasets
-
-    try:
-        loaded = datasets.load_dataset(base, revision=revision, cache_dir=cache_dir)
-    except ConnectionError as exc:
-        raise FileNotFoundError(f"cannot load {base!r}: {exc} (offline? pass a local folder or an .npz)") from exc
-    missing = {"train", "test"} - set(loaded)
-    if missing:
-        raise ValueError(f"{base!r} has splits {sorted(loaded)}; a CIFAR base needs train and test")
-    out = {}
-    for split, ds in loaded.items():
-        label = "label" if "label" in ds.column_names else "fine_label"
-        if "img" not in ds.column_names or label not in ds.column_names:
-            raise ValueError(f"{base!r} {split} has columns {ds.column_names}; expected img and label/fine_label")
-        ds = ds.select_columns(["img", label])
-        out[split] = ds.rename_column(label, "label") if label != "label" else ds
-    return datasets.DatasetDict(out)
-
-
-def to_arrays(ds) -> tuple[np.ndarray, np.ndarray]:
-    """(NCHW uint8 images, int64 labels) of a dataset with ``img`` and ``label`` columns."""
-    batch = ds.with_format("numpy")[:]
-    images = np.asarray(batch["img"])
-    if images.ndim == 3:
-        images = images[..., None]
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)), np.asarray(batch["label"], np.int64)
+__all__ = ["HFDatasetAdapter", "load_cifar_base", "load_cifar_n", "to_arrays"]
 
 
 def _from_source(src, names) -> tuple:
@@ -98,7 +67,7 @@ def load_cifar_n(
         names = src.class_names or (CIFAR10_CLASSES if name == "cifar10" else [str(i) for i in range(100)])
         loaded, index = _from_source(src, names), src.index
     else:
-        loaded, index = load_base(base, revision=revision, cache_dir=cache_dir), None
+        loaded, index = load_cifar_base(base, revision=revision, cache_dir=cache_dir), None
     train = loaded["train"]
     clean = np.asarray(train["label"], np.int64)
     index = align(arrays["clean_label"], clean, index, what=f"label file {str(labels_file)!r}")

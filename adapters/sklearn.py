@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -23,23 +22,6 @@ def _as_arrays(X, y):
             y = np.asarray([int(item[1]) for item in items])
         return inputs, y
     return X, y
-
-
-def _loss_for(k, preset, chosen, chosen_params, name):
-    """Loss ``name`` for a method; the estimator's ``loss_params`` apply to its own loss only."""
-    from jal_plugins import create_loss
-
-    return create_loss(name, k, preset=preset, reduction="none", **(chosen_params if name == chosen else {}))
-
-
-def _config_for(settings, preset, weight_decay, l1, name):
-    """The estimator's recipe with loss ``name``'s preset regularisation unless set explicitly."""
-    from jal_plugins.engine import TrainConfig
-    from jal_plugins.presets import preset_regularization
-
-    reg = preset_regularization(preset, name)
-    return TrainConfig(**settings, weight_decay=reg["weight_decay"] if weight_decay is None else weight_decay,
-                       l1=reg["l1"] if l1 is None else l1)  # fmt: skip
 
 
 AUTO_A_MARGIN, AUTO_A_MIN, AUTO_A_MAX = 2.0, 2.0, 50.0
@@ -150,33 +132,21 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         return self.a_
 
     def _build(self, X, y=None):
-        from jal_plugins import create_method, create_model
-        from jal_plugins.engine import resolve_device
-        from jal_plugins.methods import MethodContext
-        from jal_plugins.runner import auto_model
+        from jal_plugins import create_method
+        from jal_plugins.checks import device
+        from jal_plugins.job import method_context
 
-        k = len(self.classes_)
-        self.device_ = resolve_device(self.device)
+        self.device_ = device(self.device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        params = dict(self.module_params or {})
-        name = self.module
-        if name == "auto":
-            name, auto = auto_model(X.shape)
-            params = {**auto, **params}
-        in_channels = X.shape[1]
-        # partials of module-level functions, not lambdas: learners keep the context and must pickle
-        if isinstance(name, str):
-            build = functools.partial(create_model, name, k, in_channels, **params)
-        else:
-            build = functools.partial(name, k, in_channels, **params)
         loss_params = dict(self.loss_params or {})
         if loss_params.get("a") == "auto":
             loss_params["a"] = self._auto_a(X, y, seed)
-        settings = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
-        context = MethodContext(
-            self.loss, k, self.device_, seed, build_model=build,
-            build_loss=functools.partial(_loss_for, k, self.preset, self.loss, loss_params),
-            build_config=functools.partial(_config_for, settings, self.preset, self.weight_decay, self.l1),
+        base = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
+        explicit = {k: v for k, v in (("weight_decay", self.weight_decay), ("l1", self.l1)) if v is not None}
+        context = method_context(
+            loss=self.loss, num_classes=len(self.classes_), input_shape=X.shape[1:], device=self.device_, seed=seed,
+            model=self.module, model_params=self.module_params, loss_params=loss_params, preset=self.preset,
+            base_config=base, config=explicit,
         )  # fmt: skip
         self.trainer_ = create_method(self.method, context, **(self.method_params or {}))
         self.module_ = self.trainer_.model
@@ -262,10 +232,10 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         tags.input_tags.sparse = False
-        from jal_plugins.engine import resolve_device
+        from jal_plugins.checks import device
 
         try:
-            tags.non_deterministic = resolve_device(self.device).type == "cuda"
+            tags.non_deterministic = device(self.device).type == "cuda"
         except ValueError:
             pass
         return tags

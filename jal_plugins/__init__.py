@@ -5,20 +5,9 @@ Importing the package is cheap: torch, NumPy and the adapters load on first use.
 
 from __future__ import annotations
 
-import os as _os
-
 from jal_plugins.hookspecs import hookimpl
 
-__version__ = "0.1.0"
-
-# In a source checkout adapters/ sits beside the package; the wheel ships it as jal_plugins/adapters.
-_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if not _os.path.isdir(_os.path.join(__path__[0], "adapters")) and _os.path.isfile(
-    _os.path.join(_root, "adapters", "__init__.py")
-):
-    __path__.append(_root)
-
-REDUCTIONS = ("mean", "sum", "none")
+__version__ = "0.2.0"
 
 
 def _catalogue(kind: str):
@@ -58,14 +47,14 @@ def create_loss(name: str, num_classes: int, *, preset: str | None = None, reduc
     ``preset`` (e.g. ``"cifar100"``) fills in the paper's hyperparameters from ``registry.toml``;
     explicit ``params`` override it. ``reduction`` is "mean", "sum" or "none" (per-sample).
     """
+    from jal_plugins import checks
+    from jal_plugins.losses.base import REDUCTIONS
     from jal_plugins.plugins import check_params
-    from jal_plugins.presets import preset_params
+    from jal_plugins.registry import preset_params
 
     entry = _catalogue("losses").get(name)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    checks.integer("num_classes", num_classes, low=2)
+    checks.choice("reduction", reduction, REDUCTIONS)
     merged = {**preset_params(preset, entry.name), **params}
     check_params(entry, merged, skip=1)
     return entry.factory(num_classes, reduction=reduction, **merged)
@@ -80,12 +69,19 @@ def create_noise_model(name: str, **params):
     return entry.factory(**params)
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3, **params):
-    """Build the network ``name`` (see ``list_models()``)."""
+def create_model(name: str, num_classes: int, in_channels: int = 3, input_size: int | None = None, **params):
+    """Build the network ``name`` (see ``list_models()``).
+
+    ``input_size`` (the side of square images, 1 for feature vectors) reaches factories that take it,
+    so every registered network is built for the data at hand.
+    """
+    from jal_plugins.models import takes_input_size
     from jal_plugins.plugins import check_params
 
     entry = _catalogue("models").get(name)
     check_params(entry, params, skip=2)
+    if input_size is not None and "input_size" not in params and takes_input_size(entry.factory):
+        params["input_size"] = input_size
     return entry.factory(num_classes, in_channels, **params)
 
 

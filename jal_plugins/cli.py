@@ -1,45 +1,52 @@
-"""The ``jal-plugins`` command line: list, noise, bound, run, demo, bench."""
+"""The ``jal-plugins`` command line: list, noise, bound, run, demo, bench.
+
+The only module that parses arguments or prints for the user; the library never imports it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from pathlib import Path
+
+from jal_plugins import checks
+from jal_plugins.specs import parse_kvs, parse_spec
 
 
-def parse_value(text: str):
-    """A command-line value: JSON when it parses (numbers, lists, dicts), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+class UsageError(Exception):
+    """A bad command line: reported on one line, exit status 2."""
 
 
-def parse_spec(spec: str, first: str = "rate") -> tuple[str, dict]:
-    """``NAME[:VALUE][,KEY=VALUE...]`` -> (name, params); ``VALUE`` fills the parameter ``first``."""
-    head, *pairs = spec.split(",")
-    name, _, value = head.partition(":")
-    if not name.strip():
-        raise ValueError(f"malformed spec {spec!r}: expected NAME[:{first.upper()}][,KEY=VALUE...]")
-    params = {}
-    if value:
-        params[first] = parse_value(value)
-        if first == "rate" and not isinstance(params[first], (int, float)):
-            raise ValueError(f"malformed spec {spec!r}: rate {value!r} is not a number")
-    for pair in pairs:
-        key, eq, val = pair.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"malformed spec {spec!r}: {pair!r} is not KEY=VALUE")
-        params[key.strip()] = parse_value(val)
-    return name.strip(), params
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), like every other error of the tool."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def parse_kv(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` -> (key with dashes as underscores, parsed value)."""
-    key, eq, value = text.partition("=")
-    if not eq or not key:
-        raise ValueError(f"expected KEY=VALUE, got {text!r}")
-    return key.replace("-", "_"), parse_value(value)
+def _arg(check):
+    """An argparse ``type`` that parses a number and validates it with ``check(name, value)``."""
+
+    def parse(text):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+positive_int = _arg(lambda v: checks.positive_int("value", v))
+positive = _arg(lambda v: checks.positive("value", v))
+classes = _arg(lambda v: checks.integer("classes", v, low=2))
+non_negative_int = _arg(lambda v: checks.integer("seed", v, low=0))
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -48,15 +55,17 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
 
 
-def cmd_list(args) -> int:
-    from jal_plugins.plugins import host
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
 
-    titles = {"losses": "Losses", "noise_models": "Noise models", "models": "Models", "datasets": "Datasets",
-              "methods": "Methods"}  # fmt: skip
-    for kind, title in titles.items():
+
+def cmd_list(args) -> int:
+    from jal_plugins.plugins import SINGULAR, host
+
+    for kind in SINGULAR:
         entries = host()[kind].entries.values()
         rows = [[e.name, ", ".join(e.aliases), e.provider, e.version] for e in entries]
-        print(f"{title} ({len(rows)})")
+        print(f"{kind.replace('_', ' ').capitalize()} ({len(rows)})")
         print(_table(rows, ["name", "aliases", "provider", "version"]))
         print()
     return 0
@@ -69,33 +78,42 @@ def _noise_model(spec: str):
     return create_noise_model(name, **params)
 
 
+def _output_file(path: str) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"--out {path!r} is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {path!r}: {str(out.parent)!r} is not an existing folder")
+    return out
+
+
 def cmd_noise(args) -> int:
     import numpy as np
 
     from jal_plugins.labelfiles import read_labels
     from jal_plugins.noise import noise_rates, realized_transition_matrix
 
+    out = _output_file(args.out) if args.out else None
     clean = read_labels(args.labels, args.key)
     features = np.load(args.features) if args.features else None
     model = _noise_model(args.noise)
     noisy = model.apply(clean, num_classes=args.classes, seed=args.seed, features=features)
     k = args.classes or int(max(clean.max(), noisy.max())) + 1
-    if args.out:
-        if args.out.endswith(".npz"):
-            np.savez(args.out, noisy_label=noisy, clean_label=clean)
+    if out:
+        if out.suffix == ".npz":
+            np.savez(out, noisy_label=noisy, clean_label=clean)
         else:
-            np.save(args.out, noisy)
+            np.save(out, noisy)
     rates = noise_rates(clean, noisy, k)
     print(f"{model!r} on {clean.size} labels, {k} classes, seed {args.seed}")
     print(f"overall noise rate: {np.mean(clean != noisy):.4%}")
     print("per-class noise rate: " + " ".join(f"{r:.3f}" for r in rates))
     if k <= 20:
-        t = realized_transition_matrix(clean, noisy, k)
         print("realised T[true, noisy]:")
-        for row in t:
+        for row in realized_transition_matrix(clean, noisy, k):
             print("  " + " ".join(f"{v:.3f}" for v in row))
-    if args.out:
-        print(f"wrote {args.out}")
+    if out:
+        print(f"wrote {out}")
     return 0
 
 
@@ -103,23 +121,133 @@ def cmd_bound(args) -> int:
     from jal_plugins import list_losses
     from jal_plugins.theory import amse_min_a, asymmetric_for_noise
 
-    model = _noise_model(args.noise)
-    t = model.transition_matrix(args.classes)
+    t = _noise_model(args.noise).transition_matrix(args.classes)
     if t is None:
         raise ValueError(f"{args.noise!r} has no transition matrix; use the realised one of a labelled sample")
     a = amse_min_a(t, q=args.q)
     print(f"noise {args.noise} over {args.classes} classes")
     print(f"smallest a for AMSE (q={args.q:g}): {a:.4g}" if a < float("inf") else "no a works: clean-label dominance fails")
-    names = args.losses or list(list_losses())
-    verdicts = {name: asymmetric_for_noise(name, t) for name in names}
+    verdicts = {name: asymmetric_for_noise(name, t) for name in args.losses or list(list_losses())}
     print("asymmetric (noise-tolerant) at default parameters: " + (", ".join(n for n, v in verdicts.items() if v) or "none"))
     print("not asymmetric: " + (", ".join(n for n, v in verdicts.items() if not v) or "none"))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jal-plugins", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+# --X-param KEY=VALUE options -> the Job field that collects them
+PARAM_OPTIONS = {"loss_param": "loss_params", "model_param": "model_params", "dataset_param": "dataset_params",
+                 "method_param": "method_params"}  # fmt: skip
+
+
+def _run_jobs(args, jobs, out: Path | None):
+    from jal_plugins.runner import run_jobs
+
+    progress = not args.json and sys.stderr.isatty()
+    return run_jobs(jobs, out, progress=progress, workers=_workers(args), log=_log)
+
+
+def _workers(args) -> int:
+    """``--workers``, or one process per core when training on the CPU."""
+    if args.workers:
+        return args.workers
+    return (os.cpu_count() or 1) if checks.device(args.device).type == "cpu" else 1
+
+
+def _status(records) -> int:
+    """Exit status of a finished grid: 1 when a run diverged (after every other run was recorded)."""
+    diverged = [r for r in records if r.get("status") == "diverged"]
+    for r in diverged:
+        _log(f"diverged: {r['dataset']} {r['noise']} {r['method']} {r['loss']} seed {r['seed']}: {r['error']}")
+    return 1 if diverged else 0
+
+
+def cmd_run(args) -> int:
+    from jal_plugins.job import Job
+    from jal_plugins.report import matrix
+    from jal_plugins.runner import distributed
+
+    config = parse_kvs(args.set)
+    for name in ("epochs", "batch_size", "lr"):
+        if getattr(args, name) is not None:
+            config[name] = getattr(args, name)
+    params = {field: parse_kvs(getattr(args, option)) for option, field in PARAM_OPTIONS.items()}
+    jobs = [
+        Job(dataset=args.dataset, noise=noise, loss=loss, seed=seed, preset=args.preset, model=args.model,
+            method=method, config=config, device=args.device, **params)  # fmt: skip
+        for noise in args.noise
+        for method in args.method
+        for loss in args.loss
+        for seed in args.seed
+    ]
+    records = _run_jobs(args, jobs, Path(args.out) if args.out else None)
+    if distributed()[0] != 0:
+        return 0
+    if args.json:
+        print(json.dumps(records, indent=1))
+    else:
+        print(matrix(records, cols=("method", "loss") if len({r["method"] for r in records}) > 1 else ("loss",)))
+    return _status(records)
+
+
+def cmd_bench(args) -> int:
+    from jal_plugins import bench
+
+    if args.suite == "list":
+        for name, description in bench.list_suites().items():
+            print(f"{name:<20} {description}")
+        return 0
+    data = args.data or os.environ.get("JAL_PLUGINS_DATA", "data")
+    jobs, labels, paper = bench.suite_jobs(args.suite, args.seeds, args.device, data, parse_kvs(args.dataset_param))
+    out = Path(args.out or f"jal-bench-{Path(args.suite).stem}")
+    start = time.perf_counter()
+    records = _run_jobs(args, jobs, out)
+    result = bench.report(args.suite, records, labels, paper, time.perf_counter() - start)
+    chart = bench.write_report(out, result, paper)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k not in ("table", "shown")}, indent=1))
+        return _status(records)
+    print(f"{args.suite}: test accuracy (%) after the last epoch, mean ± std over seeds\n")
+    print(result["table"])
+    print(f"\n{len(records)} runs, {result['seconds']:.0f} s this call on {result['device']}; results in {out}")
+    print(f"chart: {chart}" if chart else "chart skipped: pip install 'jal-plugins[plot]' for matplotlib")
+    return _status(records)
+
+
+def cmd_demo(args) -> int:
+    from jal_plugins import bench
+    from jal_plugins.report import bar_chart, matrix
+
+    jobs, labels, _ = bench.suite_jobs("demo", args.seeds, args.device)
+    out = Path(args.out)
+    start = time.perf_counter()
+    records = _run_jobs(args, jobs, out)
+    elapsed = time.perf_counter() - start
+    shown = [{**r, "noise": labels.get(r["noise"], r["noise"])} for r in records]
+    title = "digits, label noise: test accuracy (%)"
+    chart = bar_chart(shown, ("noise",), ("loss",), out / "demo.png", title)
+    if args.json:
+        print(json.dumps(records, indent=1))
+        return _status(records)
+    seeds = len({r["seed"] for r in records})
+    print(f"Test accuracy (%) on scikit-learn digits, mean ± std over {seeds} seeds\n")
+    print(matrix(shown))
+    print(f"\n{len(records)} runs in {elapsed:.0f} s; results in {out / 'results.jsonl'}")
+    print(f"chart: {chart}" if chart else "chart skipped: pip install 'jal-plugins[plot]' for matplotlib")
+    return _status(records)
+
+
+def _training_options(p, out_help: str, out_default=None, workers_default=None) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--out", default=out_default, help=out_help)
+    default = "one per core on the CPU, 1 on a GPU" if workers_default is None else workers_default
+    p.add_argument("--workers", type=positive_int, default=workers_default,
+                   help=f"train this many runs at once in CPU processes (default: {default})")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="jal-plugins", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     sub.add_parser("list", help="list registered losses, noise models, networks, datasets and methods").set_defaults(func=cmd_list)
 
@@ -127,35 +255,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="clean labels: .npy, .npz or CIFAR-N .pt")
     p.add_argument("--key", help="array inside the label file (e.g. clean_label)")
     p.add_argument("--noise", required=True, help="SPEC: NAME[:RATE][,KEY=VALUE...], e.g. symmetric:0.8")
-    p.add_argument("--classes", type=int, help="number of classes (default: max label + 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", type=classes, help="number of classes (default: max label + 1)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--features", help=".npy of per-sample features (instance-dependent noise)")
     p.add_argument("--out", help="write the noisy labels (.npy, or .npz with clean_label/noisy_label)")
     p.set_defaults(func=cmd_noise)
 
     p = sub.add_parser("bound", help="smallest AMSE `a` for a noise, and which losses are asymmetric for it")
     p.add_argument("--noise", required=True, help="SPEC, e.g. symmetric:0.8 or pairflip:0.4")
-    p.add_argument("--classes", type=int, required=True)
-    p.add_argument("--q", type=float, default=2.0, help="AMSE exponent (default 2)")
+    p.add_argument("--classes", type=classes, required=True)
+    p.add_argument("--q", type=positive, default=2.0, help="AMSE exponent (default 2)")
     p.add_argument("--losses", nargs="+", help="losses to check (default: all registered)")
     p.set_defaults(func=cmd_bound)
 
-    from jal_plugins.bench import add_command
-    from jal_plugins.runner import add_commands
+    p = sub.add_parser("run", help="train dataset × noise × loss × seed and report test accuracy")
+    p.add_argument("--dataset", default="digits", help="registered dataset (default: digits)")
+    p.add_argument("--noise", nargs="+", default=["none"], help="SPEC: none, symmetric:0.4, asymmetric:0.4, ...")
+    p.add_argument("--loss", nargs="+", default=["jal-ce"])
+    p.add_argument("--preset", help="loss/regularisation preset (default: the dataset recipe's)")
+    p.add_argument("--model", help="registered network (default: the dataset recipe's)")
+    p.add_argument("--method", nargs="+", default=["erm"], help="training method: erm, co-teaching, cleanlab-prune, ...")
+    p.add_argument("--method-param", action="append", metavar="KEY=VALUE", help="e.g. forget_rate=0.4, folds=4")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive)
+    p.add_argument("--seed", type=non_negative_int, nargs="+", default=[0])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any engine field, e.g. clip=null, l1=5e-5")
+    p.add_argument("--loss-param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--model-param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--dataset-param", action="append", metavar="KEY=VALUE", help="e.g. path=data.npz")
+    _training_options(p, "folder for results.jsonl, curves and checkpoints (rerun to resume)", workers_default=1)
+    p.set_defaults(func=cmd_run)
 
-    add_commands(sub)
-    add_command(sub)
+    p = sub.add_parser("demo", help="robust losses vs CE on scikit-learn's digits under label noise")
+    p.add_argument("--seeds", type=positive_int, default=3)
+    _training_options(p, "results folder (default: jal-demo; rerun to resume)", "jal-demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="run a benchmark suite from registry.toml beside the paper's numbers")
+    p.add_argument("suite", help="a suite of registry.toml (see: bench list) or a .toml file with one suite")
+    p.add_argument("--seeds", type=positive_int, help="seeds per cell (default: the suite's)")
+    p.add_argument("--data", help="folder replacing {data} in the suite's paths (default: $JAL_PLUGINS_DATA or ./data)")
+    p.add_argument("--dataset-param", action="append", metavar="KEY=VALUE",
+                   help="override, e.g. source=c10.npz, or cifar10n.source=c10.npz for one dataset")  # fmt: skip
+    _training_options(p, "results folder (default: jal-bench-SUITE; rerun to resume)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
+EXPECTED = (ValueError, KeyError, TypeError, OSError, LookupError, UsageError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    command = next((a for a in argv if not a.startswith("-")), "")
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except (KeyError, ValueError, TypeError, FileNotFoundError) as exc:
+    except Exception as exc:  # one line for the user; --debug shows where it came from
+        if debug:
+            raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"jal-plugins {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        kind = "" if isinstance(exc, EXPECTED) else f"{type(exc).__name__}: "
+        text = f"{kind}{message}".replace("\n", " ")
+        print(f"jal-plugins {command}: error: {text}", file=sys.stderr)
+        return 2 if isinstance(exc, EXPECTED) else 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from jal_plugins import checks
+
 AUGMENTATIONS = ("none", "crop-flip", "crop-flip-rotate")
 SCHEDULES = ("cosine", "constant")
 
@@ -39,19 +41,15 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+            checks.positive_int(name, getattr(self, name))
         for name in ("lr", "momentum", "weight_decay", "l1"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {name}={value!r}")
-        if self.clip is not None and not self.clip > 0:
-            raise ValueError(f"clip must be positive or None, got clip={self.clip!r}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            checks.non_negative(name, getattr(self, name))
+        if self.clip is not None:
+            checks.positive("clip", self.clip)
+        checks.choice("augment", self.augment, AUGMENTATIONS)
+        checks.choice("schedule", self.schedule, SCHEDULES)
+        for name in ("amp", "deterministic"):
+            checks.boolean(name, getattr(self, name))
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -68,14 +66,18 @@ class TrainConfig:
         return self.lr * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an unavailable CUDA is an error, not a fallback."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} requested but CUDA is not available")
-    return dev
+resolve_device = checks.device
+
+
+class Diverged(ArithmeticError):
+    """The training loss became NaN or infinite; ``epoch`` is the first epoch (1-based) that did."""
+
+    def __init__(self, epoch: int, loss: float):
+        self.epoch, self.loss = epoch, loss
+        super().__init__(
+            f"training diverged in epoch {epoch}: the epoch's mean loss is {loss}; "
+            "use a smaller learning rate (lr), keep gradient clipping on, or a smaller AMSE a"
+        )
 
 
 class DeviceData:
@@ -129,8 +131,6 @@ def augment(xb: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
     padded = F.pad(xb.float(), (4, 4, 4, 4))
     oy = torch.randint(0, 9, (b, 1), device=dev, generator=gen)
     ox = torch.randint(0, 9, (b, 1), device=dev, generator=gen)
-    rows = (oy + torch.arange(h, device=dev))[:, None, :, None].expand(b, c, h, w)
-    cols = (ox + torch.arange(w, device=dev))[:, None, None, :].expand(b, c, h, w)
     out = _crop(padded, oy, ox, h, w)
     flip = torch.rand(b, device=dev, generator=gen) < 0.5
     out = torch.where(flip[:, None, None, None], out.flip(3), out)
@@ -244,6 +244,8 @@ class Trainer:
         seen = max(seen, 1)
         stats = {"epoch": self.epoch, "lr": self.config.lr_at(self.epoch - 1), "train_loss": loss_sum.item() / seen,
                  "train_accuracy": correct.item() / seen, **extra}  # fmt: skip
+        if not math.isfinite(stats["train_loss"]):
+            raise Diverged(self.epoch, stats["train_loss"])
         self.history.append(stats)
         return stats
 

@@ -27,6 +27,7 @@ def register_noise_models(register):
 
     ``factory(**params)`` returns an object with ``apply(labels, num_classes=None, seed=None,
     features=None) -> np.ndarray`` and ``transition_matrix(num_classes) -> np.ndarray | None``.
+    A model whose class sets ``needs_features = True`` is given the flattened training inputs.
     """
 
 
@@ -35,7 +36,8 @@ def register_models(register):
     """Register networks: ``register(name, factory, *, aliases=())``.
 
     ``factory(num_classes, in_channels, **params)`` returns a ``torch.nn.Module`` mapping a batch of
-    inputs to logits.
+    inputs to logits; a factory that takes ``input_size`` gets the side of the (square) images, or 1
+    for feature vectors, so it can be built for any dataset.
     """
 
 

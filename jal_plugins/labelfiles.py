@@ -38,11 +38,14 @@ def safe_unpickle(raw: bytes):
 
 
 def _read_pt(path: Path) -> dict:
-    with zipfile.ZipFile(path) as archive:
-        member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-        if member is None:
-            raise ValueError(f"{path} is not a torch zip archive with a data.pkl member")
-        data = safe_unpickle(archive.read(member))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            if member is None:
+                raise ValueError(f"label file {str(path)!r} is not a torch zip archive with a data.pkl member")
+            data = safe_unpickle(archive.read(member))
+    except zipfile.BadZipFile:
+        raise ValueError(f"label file {str(path)!r} is not a torch .pt file (not a zip archive)") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} holds a {type(data).__name__}, expected a dict of label arrays")
     return data
@@ -56,14 +59,31 @@ def read_label_arrays(path) -> dict[str, np.ndarray]:
     suffix = path.suffix.lower()
     if suffix == ".pt":
         raw = _read_pt(path)
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            raw = {k: npz[k] for k in npz.files}
-    elif suffix == ".npy":
-        raw = {"labels": np.load(path, allow_pickle=False)}
+    elif suffix in (".npz", ".npy"):
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"label file {str(path)!r} cannot be read as {suffix}: {exc}") from None
+        if suffix == ".npy":
+            raw = {"labels": loaded}
+        else:
+            with loaded as npz:
+                raw = {k: npz[k] for k in npz.files}
     else:
         raise ValueError(f"label file {str(path)!r}: unsupported format {suffix!r} (use .pt, .npz or .npy)")
-    return {k: np.asarray(v, dtype=np.int64) for k, v in raw.items()}
+    return {k: _labels(v, f"label file {str(path)!r} key {k!r}") for k, v in raw.items()}
+
+
+def _labels(values, what: str) -> np.ndarray:
+    """Integer labels (integral floats accepted); a fractional or non-finite label is an error."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
+        if bad.size:
+            raise ValueError(f"{what} must hold integer labels, found {arr.flat[bad[0]]!r} at position {bad[0]}")
+    elif arr.dtype.kind not in "iub":
+        raise ValueError(f"{what} must hold integer labels, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
 
 
 def read_labels(path, key: str | None = None) -> np.ndarray:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 from torch.nn import functional as F
+
+from jal_plugins import checks
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -11,9 +15,35 @@ def _scaled(channels: int, width: float) -> int:
 
 
 def _check_width(width) -> float:
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
-        raise ValueError(f"width must be a positive number, got width={width!r}")
-    return float(width)
+    return checks.positive("width", width)
+
+
+def input_spec(shape: tuple) -> tuple[int, int]:
+    """``(in_channels, input_size)`` of one sample's shape: (C, H, W) images or (F,) feature vectors."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 1:
+        return shape[0], 1
+    if len(shape) == 3:
+        if shape[1] != shape[2]:
+            raise ValueError(f"images must be square for the built-in networks, got {shape[1]}x{shape[2]}")
+        return shape[0], shape[1]
+    raise ValueError(f"inputs must be feature vectors (N, F) or images (N, C, H, W); one sample has shape {shape}")
+
+
+def auto_model(shape: tuple) -> str:
+    """``mlp`` for feature vectors, ``cnn8`` for colour images of 32 px or more, ``cnn4`` for the rest."""
+    if len(shape) == 1:
+        return "mlp"
+    return "cnn8" if shape[0] == 3 and shape[1] >= 32 else "cnn4"
+
+
+def takes_input_size(factory) -> bool:
+    """Whether a network factory accepts ``input_size`` (the built-in CNNs and MLP do)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "input_size" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def reference_init(module: nn.Module) -> None:

@@ -58,6 +58,19 @@ def normalize_dist(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def own_version() -> str:
+    """The installed jal-plugins version ("unknown" in a source tree that was never installed)."""
+    try:
+        return importlib.metadata.version(OWN_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def canonical(kind: str, name: str) -> str:
+    """The registered name behind ``name`` (an alias, other case or ``_`` for ``-``)."""
+    return host()[kind].get(name).name
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -147,10 +160,8 @@ class PluginHost:
         if self._loaded:
             return
         self._loaded = True
-        from jal_plugins import __version__
-
         builtin = importlib.import_module(BUILTIN_MODULE)
-        self._add_plugin(OWN_DIST, builtin, OWN_DIST, __version__)
+        self._add_plugin(OWN_DIST, builtin, OWN_DIST, own_version())
         if self._autoload():
             self._load_entry_points()
         for plugin in self.plugins:

@@ -28,6 +28,9 @@ def amse_min_a_row(w, m: int | None = None, q: float = 2.0) -> float:
     minimiser iff ``r (a-1)^{q-1} >= a^{q-1} + S`` (q = 2 gives ``a >= (r+S)/(r-1)``); for q <= 1 it
     always is. Returns +inf when clean-label dominance fails (r <= 1).
     """
+    from jal_plugins.checks import positive
+
+    q = positive("q", q)
     w = np.asarray(w, dtype=np.float64)
     m = int(np.argmax(w)) if m is None else m
     r, s = _row_ratios(w, m)

@@ -1,8 +1,48 @@
+"""Fixtures shared by the test modules: the real CLI in a subprocess, a real third-party distribution, data."""
+
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(*args, timeout=600, env=None, cwd=None):
+    """``python -m jal_plugins ARGS`` in a subprocess; the CompletedProcess (text output)."""
+    command = [sys.executable, "-m", "jal_plugins", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env or ENV, timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """The real command line: ``cli("run", "--epochs", 1, ...)`` -> CompletedProcess."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def env():
+    """The environment the CLI subprocesses run in (one thread per process)."""
+    return dict(ENV)
+
+
+def write_dist(root, dist, version, module, source):
+    """A real installed distribution: ``*.dist-info`` with a ``jal_plugins`` entry point, and its module."""
+    info = Path(root) / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[jal_plugins]\n{dist} = {module}\n")
+    (Path(root) / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture(scope="session")
+def make_dist():
+    """``make_dist(root, dist, version, module, source)`` writes a plugin distribution under ``root``."""
+    return write_dist
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,7 @@ def test_cifar_n_argument_errors(hub, labels_file, tmp_path):
 def test_cifar100_hub_layout_uses_fine_labels_in_original_order(tmp_path, original):
     root = _hub_folder(tmp_path / "c100", original["x"], original["sets"]["clean_label"], original["x_test"],
                        original["y_test"], label="fine_label", config="cifar100")  # fmt: skip
-    dd = hf.load_base(str(root), cache_dir=str(tmp_path / "cache"))
+    dd = hf.load_cifar_base(str(root), cache_dir=str(tmp_path / "cache"))
     assert dd["train"].column_names == ["img", "label"]
     sets = {"clean_label": original["sets"]["clean_label"], "noisy_label": original["sets"]["worse_label"]}
     np.savez(tmp_path / "c100.npz", **sets)
@@ -221,9 +221,7 @@ def test_cifar10n_plugin_on_the_exact_subset(shared_data):
         cifar10n(source=str(shared_data / "cifar10-exact-subset.npz"), labels_file=str(shared_data / "CIFAR-100_human.pt"))
 
 
-def test_runner_trains_on_cifar10n_labels_through_the_cli(shared_data):
-    from test_runner import cli
-
+def test_runner_trains_on_cifar10n_labels_through_the_cli(shared_data, cli):
     out = cli("run", "--dataset", "cifar10n", "--dataset-param", f"source={shared_data / 'cifar10-exact-subset.npz'}",
               "--dataset-param", f"labels_file={shared_data / 'CIFAR-10_human.pt'}", "--noise", "worst", "aggre",
               "--model-param", "width=0.125", "--epochs", "1", "--json")  # fmt: skip
@@ -232,9 +230,7 @@ def test_runner_trains_on_cifar10n_labels_through_the_cli(shared_data):
     assert rates["worst"] == pytest.approx(0.4033, abs=1e-4) and rates["aggre"] == pytest.approx(0.0892, abs=1e-4)
 
 
-def test_paper_idn_label_files_line_up_with_cifar10_from_jpeg(shared_data):
-    from test_runner import cli
-
+def test_paper_idn_label_files_line_up_with_cifar10_from_jpeg(shared_data, cli):
     # the paper's IDN files flip exactly 40 % of the labels in the original order; any misalignment
     # with the dataset's rows would show as a rate near 90 %
     noise = f"label-file,path={shared_data / 'cifar-idn-labels.npz'},key=cifar10_0.4"

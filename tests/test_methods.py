@@ -14,13 +14,11 @@ from jal_plugins.datasets import digits
 from jal_plugins.engine import DeviceData, TrainConfig
 from jal_plugins.methods import MethodContext
 from jal_plugins.noise.synthetic import Symmetric
-from test_plugins import _dist
-from test_runner import ENV, cli
 
 NOISE = "symmetric:0.4,exact=false"
 
 
-def test_sample_selection_beats_plain_ce_on_noisy_digits():
+def test_sample_selection_beats_plain_ce_on_noisy_digits(cli):
     out = cli("run", "--dataset", "digits", "--noise", NOISE, "--loss", "ce", "--method", "erm", "co-teaching",
               "cleanlab-prune", "--seed", "0", "1", "2", "--workers", "2", "--json", timeout=1200)  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -102,9 +100,9 @@ def test_co_teaching_ramps_its_forget_rate_and_estimates_it_for_real_noise(noisy
     assert [learner.rate(e) for e in range(4)] == pytest.approx([0, learner.forget_rate / 2, learner.forget_rate, learner.forget_rate])
 
 
-def test_method_parameters_are_checked(noisy_digits):
+def test_method_parameters_are_checked(noisy_digits, cli):
     data, _ = noisy_digits
-    with pytest.raises(ValueError, match="forget_rate must lie in"):
+    with pytest.raises(ValueError, match="forget_rate must be >= 0 and < 1, got forget_rate=1.0"):
         create_method("co-teaching", _context(data), forget_rate=1.0)
     with pytest.raises(ValueError, match="folds must be an integer >= 2, got folds=1"):
         create_method("cleanlab-prune", _context(data), folds=1)
@@ -176,9 +174,9 @@ def register_methods(register):
 """
 
 
-def test_third_party_method_runs_through_the_runner(tmp_path):
-    _dist(tmp_path, "nth-method", "0.4.0", "nth_method_plugin", METHOD_PLUGIN)
-    env = {**ENV, "PYTHONPATH": f"{tmp_path}:{ENV.get('PYTHONPATH', '')}"}
+def test_third_party_method_runs_through_the_runner(tmp_path, make_dist, env):
+    make_dist(tmp_path, "nth-method", "0.4.0", "nth_method_plugin", METHOD_PLUGIN)
+    env = {**env, "PYTHONPATH": f"{tmp_path}:{env.get('PYTHONPATH', '')}"}
     run = [sys.executable, "-m", "jal_plugins"]
     listing = subprocess.run([*run, "list"], capture_output=True, text=True, env=env, timeout=300)
     assert "every-nth" in listing.stdout and "nth-method" in listing.stdout

@@ -3,7 +3,6 @@
 import importlib
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -51,16 +50,9 @@ def register_noise_models(register):
 '''
 
 
-def _dist(root, dist, version, module, source):
-    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[jal_plugins]\n{dist} = {module}\n")
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-
-
 @pytest.fixture
-def site(tmp_path, monkeypatch):
+def site(tmp_path, monkeypatch, make_dist):
+    _dist = make_dist
     _dist(tmp_path, "thirdparty-jal", "1.2.3", "thirdparty_jal_plugin", GOOD)
     _dist(tmp_path, "broken-jal", "0.1", "broken_jal_plugin", "raise ImportError('no such backend')\n")
     _dist(tmp_path, "failing-jal", "0.2", "failing_jal_plugin",

@@ -3,7 +3,7 @@
 import pytest
 
 from jal_plugins import create_loss
-from jal_plugins.presets import list_presets, preset_regularization
+from jal_plugins.registry import list_presets, preset_regularization
 
 # §2.1, restated: dataset -> loss -> expected hyperparameters.
 TABLE = {

@@ -1,7 +1,6 @@
 """The host runner and CLI: real training on digits, resume after a kill, DDP, errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,16 +9,14 @@ import time
 import numpy as np
 import pytest
 
-from jal_plugins.runner import read_results
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+from jal_plugins.results import read_records
 
 
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "jal_plugins", *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+def read_results(out):
+    return read_records(out / "results.jsonl")
 
 
-def test_jal_ce_beats_ce_at_40_percent_noise():
+def test_jal_ce_beats_ce_at_40_percent_noise(cli):
     out = cli("run", "--dataset", "digits", "--noise", "symmetric:0.4,exact=false", "--loss", "ce", "jal-ce",
               "--seed", "0", "1", "2", "--workers", "2", "--json")  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -31,10 +28,10 @@ def test_jal_ce_beats_ce_at_40_percent_noise():
     assert acc["jal-ce"] - acc["ce"] >= 0.10, acc
 
 
-def test_kill_and_resume(tmp_path):
+def test_kill_and_resume(tmp_path, cli, env):
     out = tmp_path / "run"
     args = ["run", "--dataset", "digits", "--noise", "symmetric:0.2", "--loss", "nce+rce", "--epochs", "40", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "jal_plugins", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "jal_plugins", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     checkpoint = None
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -78,14 +75,14 @@ def test_kill_and_resume(tmp_path):
         (["--set", "bogus=1"], "bogus"),
     ],
 )
-def test_bad_names_give_one_line_errors(args, fragment):
+def test_bad_names_give_one_line_errors(args, fragment, cli):
     out = cli("run", "--epochs", "1", *args)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], out.stderr
 
 
-def test_npz_dataset(tmp_path):
+def test_npz_dataset(tmp_path, cli):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 5)).astype(np.float32)
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
@@ -97,12 +94,12 @@ def test_npz_dataset(tmp_path):
     assert record["model"] == "mlp" and record["test_accuracy"] > 0.85
 
 
-def test_two_process_gloo(tmp_path):
+def test_two_process_gloo(tmp_path, env):
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
          "-m", "jal_plugins", "run", "--dataset", "digits", "--noise", "symmetric:0.2", "--loss", "jal-ce",
          "--epochs", "5", "--device", "cpu", "--json", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=ENV, timeout=300,
+        capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     records = json.loads(out.stdout)

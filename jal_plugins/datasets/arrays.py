@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jal_plugins.checks import class_labels, finite_array, integer
+
 
 @dataclass
 class ArrayDataset:
@@ -28,10 +30,16 @@ class ArrayDataset:
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if len(x) != len(y):
                 raise ValueError(f"{self.name}: {len(x)} {split} inputs but {len(y)} labels")
-            if y.size and (y.min() < 0 or y.max() >= self.num_classes):
-                raise ValueError(f"{self.name}: {split} labels must lie in 0..{self.num_classes - 1}")
+            finite_array(f"{self.name} x_{split}", x)
+            y, _ = class_labels(f"{self.name} y_{split}", y, self.num_classes)
+            setattr(self, f"y_{split}", y)
         if self.x_train.dtype == np.uint8 and self.mean is None:
             self.mean, self.std = channel_stats(self.x_train)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's shape: (C, H, W) or (F,)."""
+        return tuple(self.x_train.shape[1:])
 
     @property
     def in_channels(self) -> int:
@@ -91,9 +99,11 @@ def npz(path: str, num_classes: int | None = None) -> ArrayDataset:
         arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     x_train, x_test = (arrays[k] if arrays[k].ndim == 2 else as_nchw(arrays[k]) for k in ("x_train", "x_test"))
     if x_train.dtype != np.uint8:
-        x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
-    y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_test"].astype(np.int64)
-    k = num_classes or int(max(y_train.max(), y_test.max())) + 1
+        x_train = finite_array(f"{path} x_train", x_train.astype(np.float32))
+        x_test = finite_array(f"{path} x_test", x_test.astype(np.float32))
+    # K comes from the training labels: a test label the training set never has cannot be learnt.
+    y_train, k = class_labels(f"{path} y_train", arrays["y_train"], num_classes)
+    y_test, _ = class_labels(f"{path} y_test", arrays["y_test"], k)
     return ArrayDataset(path.stem, x_train, y_train, x_test, y_test, k)
 
 
@@ -101,8 +111,7 @@ def balanced_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of ``size`` rows with (as near as possible) equal counts per class."""
     labels = np.asarray(labels)
     classes = np.unique(labels)
-    if isinstance(size, bool) or not isinstance(size, int) or not classes.size <= size <= labels.size:
-        raise ValueError(f"subset size must be an integer in {classes.size}..{labels.size}, got {size!r}")
+    integer("subset size", size, low=classes.size, high=labels.size)
     rng = np.random.default_rng(seed)
     per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
     quota = np.full(classes.size, size // classes.size)

@@ -145,9 +145,9 @@ def read_source(source: str, dataset: str, revision: str | None = None, cache_di
     local = read_local(source, dataset)
     if local is not None:
         return local
-    from jal_plugins.adapters.hf_datasets import load_base, to_arrays
+    from jal_plugins.datasets.hub import load_cifar_base, to_arrays
 
-    base = load_base(str(source), revision=revision, cache_dir=cache_dir)
+    base = load_cifar_base(str(source), revision=revision, cache_dir=cache_dir)
     x_train, y_train = to_arrays(base["train"])
     x_test, y_test = to_arrays(base["test"])
     return Source(x_train, y_train, x_test, y_test, None, base["train"].features["label"].names)

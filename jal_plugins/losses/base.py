@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from jal_plugins.checks import choice, integer, number
+
 REDUCTIONS = ("mean", "sum", "none")
 # JAL's code clamps with 1e-8 wherever it clamps (APL/ALFs/ANL use 1e-7).
 EPS = 1e-8
-
-
-def number(name: str, value, *, low: float = -math.inf, high: float = math.inf, strict_low: bool = False) -> float:
-    """``value`` as a float inside the given range, or a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {name}={value!r}")
-    too_low = value <= low if strict_low else value < low
-    if too_low or value > high:
-        bound = f"{name} {'>' if strict_low else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
-        raise ValueError(f"need {bound}, got {name}={value!r}")
-    return float(value)
+__all__ = ["EPS", "Loss", "REDUCTIONS", "WeightedSum", "log_probs", "number", "probs", "target_column"]
 
 
 def target_column(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -38,11 +28,8 @@ class Loss(nn.Module):
 
     def __init__(self, num_classes: int, reduction: str = "mean"):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        self.num_classes = num_classes
+        self.num_classes = integer("num_classes", num_classes, low=2)
+        choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction
         self.hparams: dict[str, float] = {}
 
@@ -56,6 +43,8 @@ class Loss(nn.Module):
             )
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
+        if target.is_floating_point():
+            target = _integral(target)
         losses = self.per_sample(logits, target)
         if self.reduction == "mean":
             return losses.mean()
@@ -78,6 +67,15 @@ class WeightedSum(Loss):
 
     def per_sample(self, logits, target):
         return sum(self.weights[name] * term.per_sample(logits, target) for name, term in self.terms.items())
+
+
+def _integral(target: torch.Tensor) -> torch.Tensor:
+    """Float class targets as integers; a fractional one is an error, not a truncation (3.7 is not 3)."""
+    bad = (target != target.round()).nonzero()
+    if bad.numel():
+        i = int(bad[0, 0])
+        raise ValueError(f"loss targets must be class indices, found {target[i].item()!r} at position {i}")
+    return target.long()
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import torch
 
-from jal_plugins.losses.base import number
-from jal_plugins.methods.prune import check_folds, estimate_noise_rate
+from jal_plugins.checks import integer, probability
+from jal_plugins.methods.crossfit import check_folds, estimate_noise_rate
 
 SECOND_NET_SEED = 100_003  # offset so the peer's initialisation differs from any other seed's first net
 
@@ -23,10 +23,9 @@ class CoTeaching:
     """
 
     def __init__(self, context, forget_rate: float | None = None, ramp_epochs: int = 10, folds: int = 3):
-        if forget_rate is not None and not 0 <= number("forget_rate", forget_rate) < 1:
-            raise ValueError(f"forget_rate must lie in [0, 1), got forget_rate={forget_rate!r}")
-        if isinstance(ramp_epochs, bool) or not isinstance(ramp_epochs, int) or ramp_epochs < 0:
-            raise ValueError(f"ramp_epochs must be an integer >= 0, got ramp_epochs={ramp_epochs!r}")
+        if forget_rate is not None:
+            probability("forget_rate", forget_rate, open_high=True)
+        integer("ramp_epochs", ramp_epochs, low=0)
         self.context = context
         self.ramp_epochs = ramp_epochs
         self.folds = check_folds(folds)

@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from jal_plugins import checks
+
 
 def check_rate(rate) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
-        raise ValueError(f"noise rate must be a number in [0, 1], got rate={rate!r}")
-    return float(rate)
+    return checks.probability("rate", rate)
 
 
 def check_labels(labels, num_classes: int | None = None) -> tuple[np.ndarray, int]:
     """Labels as a 1-D int64 array inside 0..K-1, and K (inferred as max + 1 when not given)."""
-    arr = np.asarray(labels)
-    if arr.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ValueError(f"labels must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    k = int(arr.max()) + 1 if num_classes is None and arr.size else num_classes
-    if k is None or k < 2:
-        raise ValueError(f"num_classes must be >= 2, got {k!r}")
-    bad = arr[(arr < 0) | (arr >= k)]
-    if bad.size:
-        raise ValueError(f"labels must lie in 0..{k - 1}, found {int(bad[0])}")
-    return arr, int(k)
+    return checks.class_labels("labels", labels, num_classes)
 
 
 def check_transition_matrix(matrix, num_classes: int | None = None) -> np.ndarray:
@@ -49,8 +36,8 @@ def generator(seed) -> np.random.Generator:
     """A private NumPy generator: never the global RNG."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise ValueError(f"seed must be an int or a numpy.random.Generator, got {seed!r}")
+    if seed is not None:
+        checks.integer("seed", seed, low=0)
     return np.random.default_rng(seed)
 
 

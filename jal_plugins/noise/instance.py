@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jal_plugins.checks import finite_array, positive
 from jal_plugins.labelfiles import read_labels
 from jal_plugins.noise.base import check_labels, check_rate, generator
 
@@ -15,11 +16,11 @@ class InstanceDependent:
     ``softmax(x_i · W[y_i])`` over the other classes, with ``W ~ N(0, 1)`` of shape (K, D, K).
     """
 
+    needs_features = True  # the runner passes the flattened, normalised training inputs
+
     def __init__(self, rate: float = 0.4, std: float = 0.1):
         self.rate = check_rate(rate)
-        if isinstance(std, bool) or not isinstance(std, (int, float)) or std <= 0:
-            raise ValueError(f"std must be a positive number, got std={std!r}")
-        self.std = float(std)
+        self.std = positive("std", std)
 
     def transition_matrix(self, num_classes):
         return None
@@ -30,7 +31,7 @@ class InstanceDependent:
         labels, k = check_labels(labels, num_classes)
         if features is None:
             raise ValueError("instance-dependent noise needs features= (one row per sample)")
-        x = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
+        x = finite_array("features", np.asarray(features, dtype=np.float32).reshape(len(features), -1))
         if x.shape[0] != labels.size:
             raise ValueError(f"features has {x.shape[0]} rows but there are {labels.size} labels")
         rng = generator(seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jal_plugins.checks import boolean
 from jal_plugins.noise.base import NoiseModel, check_rate, check_transition_matrix
 
 # losses-and-noise.md §3.1: the source -> target flips of the reference asymmetric generators.
@@ -30,8 +31,8 @@ class Symmetric(NoiseModel):
 
     def __init__(self, rate: float = 0.4, exact: bool = True, include_true_class: bool = False):
         self.rate = check_rate(rate)
-        self.exact = bool(exact)
-        self.include_true_class = bool(include_true_class)
+        self.exact = boolean("exact", exact)
+        self.include_true_class = boolean("include_true_class", include_true_class)
 
     def transition_matrix(self, num_classes):
         k = num_classes
@@ -53,7 +54,7 @@ class Asymmetric(NoiseModel):
         if not isinstance(mapping, (str, dict)):
             raise ValueError(f"mapping must be a name or a {{source: target}} dict, got {mapping!r}")
         self.mapping = mapping.lower() if isinstance(mapping, str) else {int(s): int(t) for s, t in mapping.items()}
-        self.exact = bool(exact)
+        self.exact = boolean("exact", exact)
 
     def pairs(self, num_classes: int) -> dict[int, int]:
         if self.mapping == "cifar100":
@@ -76,7 +77,7 @@ class PairFlip(NoiseModel):
 
     def __init__(self, rate: float = 0.4, exact: bool = True):
         self.rate = check_rate(rate)
-        self.exact = bool(exact)
+        self.exact = boolean("exact", exact)
 
     def transition_matrix(self, num_classes):
         k = num_classes
@@ -88,7 +89,7 @@ class Transition(NoiseModel):
 
     def __init__(self, matrix, exact: bool = True):
         self.matrix = check_transition_matrix(matrix)
-        self.exact = bool(exact)
+        self.exact = boolean("exact", exact)
 
     def transition_matrix(self, num_classes):
         return check_transition_matrix(self.matrix, num_classes)

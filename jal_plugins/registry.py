@@ -1,4 +1,4 @@
-"""Read ``registry.toml``: per-dataset loss presets, training recipes and benchmark suites."""
+"""``registry.toml``, the declarative catalogue: loss presets per dataset, training recipes, benchmark suites."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 from jal_plugins.plugins import UnknownNameError, normalize
 
 _HERE = Path(__file__).resolve().parent
-# Installed wheels carry the file inside the package; a source checkout keeps it at the root.
+# The wheel carries the file inside the package; a source checkout keeps it at the repository root.
 _CANDIDATES = (_HERE / "registry.toml", _HERE.parent / "registry.toml")
 
 
 @functools.cache
-def registry() -> dict:
+def load() -> dict:
     """The parsed ``registry.toml``."""
     for path in _CANDIDATES:
         if path.is_file():
@@ -23,36 +23,31 @@ def registry() -> dict:
     raise FileNotFoundError(f"registry.toml not found in {', '.join(map(str, _CANDIDATES))}")
 
 
-def section(section: str, name: str, what: str) -> dict:
-    """Entry ``name`` of a top-level table of ``registry.toml`` (names compare case- and dash-insensitively)."""
-    table = registry().get(section, {})
+def _lookup(table: dict, name: str) -> dict | None:
     for key, value in table.items():
         if normalize(key) == normalize(name):
             return value
-    raise UnknownNameError(f"unknown {what} {name!r} (known: {', '.join(sorted(table))})")
+    return None
 
 
-def preset(name: str) -> dict:
-    """One preset table (``losses`` and ``regularization``)."""
-    return section("presets", name, "preset")
+def section(section: str, name: str, what: str) -> dict:
+    """Entry ``name`` of a top-level table (names compare case- and dash-insensitively)."""
+    table = load().get(section, {})
+    found = _lookup(table, name)
+    if found is None:
+        raise UnknownNameError(f"unknown {what} {name!r} (known: {', '.join(sorted(table))})")
+    return found
 
 
 def list_presets() -> list[str]:
-    return sorted(registry().get("presets", {}))
-
-
-def _by_loss(table: dict, loss: str) -> dict | None:
-    for key, value in table.items():
-        if normalize(key) == normalize(loss):
-            return dict(value)
-    return None
+    return sorted(load().get("presets", {}))
 
 
 def preset_params(name: str | None, loss: str) -> dict:
     """Loss parameters of preset ``name`` for ``loss`` (empty when the preset does not set them)."""
     if name is None:
         return {}
-    return _by_loss(preset(name).get("losses", {}), loss) or {}
+    return dict(_lookup(section("presets", name, "preset").get("losses", {}), loss) or {})
 
 
 def preset_regularization(name: str | None, loss: str) -> dict:
@@ -60,17 +55,17 @@ def preset_regularization(name: str | None, loss: str) -> dict:
     reg = {"weight_decay": 0.0, "l1": 0.0}
     if name is None:
         return reg
-    table = preset(name).get("regularization", {})
-    reg.update(_by_loss(table, loss) or table.get("default", {}))
+    table = section("presets", name, "preset").get("regularization", {})
+    reg.update(_lookup(table, loss) or table.get("default", {}))
     return reg
 
 
 def recipe(dataset: str) -> dict:
-    """The training recipe of ``dataset`` (falls back to the generic ``npz`` recipe)."""
-    try:
-        table = dict(section("recipes", dataset, "recipe"))
-    except UnknownNameError:
-        table = dict(section("recipes", "npz", "recipe"))
+    """The training recipe of ``dataset`` (the generic ``npz`` recipe for datasets without one).
+
+    Holds ``model``, ``model_params``, ``preset`` and training-engine fields.
+    """
+    table = dict(_lookup(load().get("recipes", {}), dataset) or section("recipes", "npz", "recipe"))
     table.pop("description", None)
     like = table.pop("like", None)
     return {**recipe(like), **table} if like else table
