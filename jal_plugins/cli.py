@@ -306,9 +306,17 @@ def build_parser() -> Parser:
 EXPECTED = (ValueError, KeyError, TypeError, OSError, LookupError, UsageError)
 
 
+def _warning(message, category, filename, lineno, file=None, line=None):
+    print(f"jal-plugins: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    if not debug:
+        warnings.showwarning = _warning
     command = next((a for a in argv if not a.startswith("-")), "")
     try:
         args = build_parser().parse_args(argv)

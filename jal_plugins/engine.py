@@ -69,15 +69,34 @@ class TrainConfig:
 resolve_device = checks.device
 
 
-class Diverged(ArithmeticError):
-    """The training loss became NaN or infinite; ``epoch`` is the first epoch (1-based) that did."""
+# A run has diverged when its loss or weights stop being finite, or when its weights' L2 norm grows
+# this many times over their initial norm (or over 1, if smaller): ordinary training stays within
+# about 10x, while a step
+# that blows up (lr far too large) multiplies it by millions long before anything becomes NaN.
+DIVERGENCE_GROWTH = 1e4
 
-    def __init__(self, epoch: int, loss: float):
-        self.epoch, self.loss = epoch, loss
+
+class Diverged(ArithmeticError):
+    """Training blew up in ``epoch`` (1-based): a non-finite loss, or weights that exploded."""
+
+    def __init__(self, epoch: int, reason: str):
+        self.epoch, self.reason = epoch, reason
         super().__init__(
-            f"training diverged in epoch {epoch}: the epoch's mean loss is {loss}; "
+            f"training diverged in epoch {epoch}: {reason}; "
             "use a smaller learning rate (lr), keep gradient clipping on, or a smaller AMSE a"
         )
+
+
+def divergence(loss: float, norm: float, norm0: float) -> str | None:
+    """Why an epoch with mean ``loss`` and weight norm ``norm`` (``norm0`` at the start) diverged, or None."""
+    if not math.isfinite(loss):
+        return f"the epoch's mean loss is {loss}"
+    if not math.isfinite(norm):
+        return "the weights are no longer finite"
+    base = max(norm0, 1.0)  # a network initialised at (or near) zero has no scale of its own
+    if norm > DIVERGENCE_GROWTH * base:
+        return f"the weights' norm grew {norm / base:.3g}-fold"
+    return None
 
 
 class DeviceData:
@@ -186,6 +205,12 @@ class Trainer:
         )
         self.epoch = 0
         self.history: list[dict] = []
+        self.norm0 = self.weight_norm()
+
+    def weight_norm(self) -> float:
+        """L2 norm of all trainable parameters (one host sync)."""
+        with torch.no_grad():
+            return torch.linalg.vector_norm(torch.stack([p.detach().float().norm() for p in self.params])).item()
 
     def _generator(self, epoch: int) -> torch.Generator:
         gen = torch.Generator(device=self.device)
@@ -244,8 +269,9 @@ class Trainer:
         seen = max(seen, 1)
         stats = {"epoch": self.epoch, "lr": self.config.lr_at(self.epoch - 1), "train_loss": loss_sum.item() / seen,
                  "train_accuracy": correct.item() / seen, **extra}  # fmt: skip
-        if not math.isfinite(stats["train_loss"]):
-            raise Diverged(self.epoch, stats["train_loss"])
+        reason = divergence(stats["train_loss"], self.weight_norm(), self.norm0)
+        if reason:
+            raise Diverged(self.epoch, reason)
         self.history.append(stats)
         return stats
 
@@ -298,6 +324,7 @@ class Trainer:
             "history": self.history,
             "config": asdict(self.config),
             "seed": self.seed,
+            "norm0": self.norm0,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -305,6 +332,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = state["epoch"]
         self.history = list(state["history"])
+        self.norm0 = state.get("norm0", self.norm0)
 
 
 def seeded_init(seed: int, build):

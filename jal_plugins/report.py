@@ -14,11 +14,32 @@ def atomic_write(path: Path, write) -> None:
 
 
 def accuracies(records: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[float]]:
-    """Test accuracies (×100) grouped by the values of ``keys``, in first-seen order."""
+    """Test accuracies (×100) grouped by the values of ``keys``, in first-seen order; diverged runs
+    keep their group but add no accuracy."""
     groups: dict[tuple, list[float]] = {}
     for r in records:
-        groups.setdefault(tuple(r[k] for k in keys), []).append(r["test_accuracy"] * 100)
+        accs = groups.setdefault(tuple(r[k] for k in keys), [])
+        if r.get("status", "ok") == "ok":
+            accs.append(r["test_accuracy"] * 100)
     return groups
+
+
+def diverged(records: list[dict], keys: tuple[str, ...]) -> dict[tuple, int]:
+    """Diverged runs per group of ``keys``."""
+    counts: dict[tuple, int] = {}
+    for r in records:
+        if r.get("status") == "diverged":
+            key = tuple(r[k] for k in keys)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _cell(accs: list[float], lost: int) -> str:
+    """``mean ± std``, with diverged runs said, or ``diverged`` when every run of the cell did."""
+    if not accs:
+        return "diverged" if lost else "–"
+    text = "{:.1f} ± {:.1f}".format(*mean_std(accs))
+    return f"{text} ({lost} diverged)" if lost else text
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -32,12 +53,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def matrix(records: list[dict], rows: tuple[str, ...] = ("noise",), cols: tuple[str, ...] = ("loss",)) -> str:
     """Markdown table of test accuracy, mean ± std over seeds, ``rows`` × ``cols`` (tuples of record keys)."""
     groups = accuracies(records, rows + cols)
+    lost = diverged(records, rows + cols)
     row_keys = list(dict.fromkeys(k[: len(rows)] for k in groups))
     col_keys = list(dict.fromkeys(k[len(rows) :] for k in groups))
     name = lambda key: " ".join(map(str, key))  # noqa: E731
     lines = [f"| {name(rows)} | " + " | ".join(map(name, col_keys)) + " |", "|---" * (len(col_keys) + 1) + "|"]
     for rk in row_keys:
-        cells = ["{:.1f} ± {:.1f}".format(*mean_std(groups[rk + ck])) if rk + ck in groups else "–" for ck in col_keys]
+        cells = [_cell(groups[rk + ck], lost.get(rk + ck, 0)) if rk + ck in groups else "–" for ck in col_keys]
         lines.append(f"| {name(rk)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -45,11 +67,13 @@ def matrix(records: list[dict], rows: tuple[str, ...] = ("noise",), cols: tuple[
 def comparison(records: list[dict], keys: tuple[str, ...], reference: dict[tuple, float]) -> list[dict]:
     """One row per ``keys`` group: runs, mean, std, the reference number and the difference."""
     rows = []
+    lost = diverged(records, keys)
     for group, accs in accuracies(records, keys).items():
-        mean, std = mean_std(accs)
+        mean, std = mean_std(accs) if accs else (None, None)
         ref = reference.get(group)
-        rows.append({**dict(zip(keys, group)), "runs": len(accs), "mean": round(mean, 2), "std": round(std, 2),
-                     "paper": ref, "delta": None if ref is None else round(mean - ref, 2)})  # fmt: skip
+        rows.append({**dict(zip(keys, group)), "runs": len(accs), "diverged": lost.get(group, 0),
+                     "mean": None if mean is None else round(mean, 2), "std": None if std is None else round(std, 2),
+                     "paper": ref, "delta": None if ref is None or mean is None else round(mean - ref, 2)})  # fmt: skip
     return rows
 
 
@@ -59,7 +83,9 @@ def comparison_table(rows: list[dict], keys: tuple[str, ...]) -> str:
     for r in rows:
         paper = "–" if r["paper"] is None else f"{r['paper']:.2f}"
         delta = "–" if r["delta"] is None else f"{r['delta']:+.1f}"
-        cells = [str(r[k]) for k in keys] + [str(r["runs"]), f"{r['mean']:.1f} ± {r['std']:.1f}", paper, delta]
+        ours = "diverged" if r["mean"] is None else f"{r['mean']:.1f} ± {r['std']:.1f}"
+        ours += f" ({r['diverged']} diverged)" if r["diverged"] and r["mean"] is not None else ""
+        cells = [str(r[k]) for k in keys] + [str(r["runs"]), ours, paper, delta]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -85,7 +111,7 @@ def bar_chart(records, groups: tuple[str, ...], series: tuple[str, ...], path: P
     fig, ax = plt.subplots(figsize=(1.6 + 0.35 * len(xs) * len(bars) + 0.4 * len(xs), 3.8))
     width = 0.8 / len(bars)
     for i, bar in enumerate(bars):
-        stats = [mean_std(accs[x + bar]) if x + bar in accs else (np.nan, 0.0) for x in xs]
+        stats = [mean_std(accs[x + bar]) if accs.get(x + bar) else (np.nan, 0.0) for x in xs]
         pos = np.arange(len(xs)) + i * width
         ax.bar(pos, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=2, label=" ".join(map(str, bar)))
         refs = [(reference or {}).get(x + bar) for x in xs]
