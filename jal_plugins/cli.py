@@ -44,6 +44,17 @@ def _arg(check):
 
 
 positive_int = _arg(lambda v: checks.positive_int("value", v))
+
+
+def _stack_size(value):
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a positive integer or auto, got {value!r}")
+    return value
+
+
+stack_size = _arg(_stack_size)
 positive = _arg(lambda v: checks.positive("value", v))
 classes = _arg(lambda v: checks.integer("classes", v, low=2))
 non_negative_int = _arg(lambda v: checks.integer("seed", v, low=0))
@@ -142,7 +153,7 @@ def _run_jobs(args, jobs, out: Path | None):
     from jal_plugins.runner import run_jobs
 
     progress = not args.json and sys.stderr.isatty()
-    return run_jobs(jobs, out, progress=progress, workers=_workers(args), log=_log)
+    return run_jobs(jobs, out, progress=progress, workers=_workers(args), stack=args.stack, log=_log)
 
 
 def _workers(args) -> int:
@@ -240,7 +251,11 @@ def _training_options(p, out_help: str, out_default=None, workers_default=None) 
     p.add_argument("--out", default=out_default, help=out_help)
     default = "one per core on the CPU, 1 on a GPU" if workers_default is None else workers_default
     p.add_argument("--workers", type=positive_int, default=workers_default,
-                   help=f"train this many runs at once in CPU processes (default: {default})")  # fmt: skip
+                   help=f"processes training at once, each one stack or run at a time (default: {default})")
+    p.add_argument("--stack", type=stack_size, default="auto", metavar="N|auto",
+                   help="train up to N compatible runs (same data, network, epochs, batch size) in one "
+                        "forward/backward pass; auto (default) times the network and picks the fastest size, "
+                        "1 trains every run alone. With --workers, each process trains its own stacks")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the records as JSON")
 
 
@@ -306,8 +321,8 @@ def build_parser() -> Parser:
 EXPECTED = (ValueError, KeyError, TypeError, OSError, LookupError, UsageError)
 
 
-def _warning(message, category, filename, lineno, file=None, line=None):
-    print(f"jal-plugins: warning: {message}", file=sys.stderr)
+def _warning(message, category, filename, lineno, line=None):
+    return f"jal-plugins: warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,9 +330,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
-    if not debug:
-        warnings.showwarning = _warning
     command = next((a for a in argv if not a.startswith("-")), "")
+    shown = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _warning  # one line, like the errors
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -329,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         text = f"{kind}{message}".replace("\n", " ")
         print(f"jal-plugins {command}: error: {text}", file=sys.stderr)
         return 2 if isinstance(exc, EXPECTED) else 1
+    finally:
+        warnings.formatwarning = shown
 
 
 if __name__ == "__main__":

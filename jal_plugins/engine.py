@@ -1,8 +1,11 @@
-"""The training engine: the one loop behind ``jal-plugins run`` and ``JALClassifier``.
+"""The training engine: R runs of one network in one forward/backward pass; a single run is R = 1.
 
-The data lives on the device (images as uint8); shuffling and augmentation are batched tensor ops
-drawn from a generator seeded per (seed, epoch), so a resumed run sees the same stream; nothing in a
-step synchronises with the host (statistics are read once per epoch).
+The data lives on the device (images stay uint8 until a batch is taken). Each run draws its epoch's
+order and augmentation up front from its own generator, seeded per (seed, epoch), so a run sees the
+same stream alone, in any stack, and after a resume. Nothing in a step synchronises with the host:
+statistics are read once per epoch. The parameters, gradients and momentum of all runs live in three
+flat buffers (the layers' weights are views into them), so the optimiser is a few tensor ops per step
+with each run's own learning rate, momentum, weight decay, L1 penalty and gradient clipping.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from jal_plugins import checks
+from jal_plugins.stack import StackedNet, run_slice
 
 AUGMENTATIONS = ("none", "crop-flip", "crop-flip-rotate")
 SCHEDULES = ("cosine", "constant")
+# The settings every run of a stack shares: they shape its batches and its arithmetic.
+SHARED = ("epochs", "batch_size", "augment", "eval_batch_size", "amp", "deterministic")
 
 
 @dataclass
@@ -71,8 +77,8 @@ resolve_device = checks.device
 
 # A run has diverged when its loss or weights stop being finite, or when its weights' L2 norm grows
 # this many times over their initial norm (or over 1, if smaller): ordinary training stays within
-# about 10x, while a step
-# that blows up (lr far too large) multiplies it by millions long before anything becomes NaN.
+# about 10x, while a step that blows up (lr far too large) multiplies it by millions long before
+# anything becomes NaN.
 DIVERGENCE_GROWTH = 1e4
 
 
@@ -141,23 +147,34 @@ class DeviceData:
         return (xb.float() / 255 - self.mean) / self.std
 
 
-def augment(xb: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding 4, horizontal flip (and ±20° rotation) on raw pixel values."""
-    if mode == "none" or xb.ndim != 4:
+
+def draw_augmentation(mode: str, n: int, gen: torch.Generator, device) -> dict[str, torch.Tensor] | None:
+    """One epoch's augmentation for ``n`` images: crop offsets, flips (and rotation angles)."""
+    if mode == "none":
+        return None
+    aug = {
+        "oy": torch.randint(0, 9, (n,), device=device, generator=gen),
+        "ox": torch.randint(0, 9, (n,), device=device, generator=gen),
+        "flip": torch.rand(n, device=device, generator=gen) < 0.5,
+    }
+    if mode == "crop-flip-rotate":
+        aug["angle"] = (torch.rand(n, device=device, generator=gen) * 2 - 1) * math.radians(20)
+    return aug
+
+
+def augment(xb: torch.Tensor, aug: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """Random crop with zero padding 4, horizontal flip (and rotation) of NCHW images, as floats.
+
+    The padding is added to raw pixel values, before normalisation, as torchvision's pipeline does.
+    """
+    if aug is None:
         return xb.float()
     b, c, h, w = xb.shape
-    dev = xb.device
-    padded = F.pad(xb.float(), (4, 4, 4, 4))
-    oy = torch.randint(0, 9, (b, 1), device=dev, generator=gen)
-    ox = torch.randint(0, 9, (b, 1), device=dev, generator=gen)
-    out = _crop(padded, oy, ox, h, w)
-    flip = torch.rand(b, device=dev, generator=gen) < 0.5
-    out = torch.where(flip[:, None, None, None], out.flip(3), out)
-    if mode == "crop-flip-rotate":
-        angle = (torch.rand(b, device=dev, generator=gen) * 2 - 1) * math.radians(20)
-        cos, sin = angle.cos(), angle.sin()
-        theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
-                             torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)  # fmt: skip
+    out = _crop(F.pad(xb.float(), (4, 4, 4, 4)), aug["oy"].view(b, 1), aug["ox"].view(b, 1), h, w)
+    out = torch.where(aug["flip"].view(b, 1, 1, 1), out.flip(3), out)
+    if "angle" in aug:
+        cos, sin, zero = aug["angle"].cos(), aug["angle"].sin(), torch.zeros_like(aug["angle"])
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
         grid = F.affine_grid(theta, list(out.shape), align_corners=False)
         out = F.grid_sample(out, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return out
@@ -171,51 +188,150 @@ def _crop(padded: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, h: int, w: i
     return out.gather(3, cols)
 
 
-def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
+class FlatParams:
+    """The trainable parameters of a stack as views into one flat buffer, their gradients into another.
 
-
-class Trainer:
-    """SGD with momentum, per-epoch cosine LR, L1 folded into the gradients, clipping, sample weights.
-
-    ``model`` and ``loss`` (built with ``reduction="none"``) are moved to ``device``. ``epoch`` counts
-    finished epochs; ``state_dict()``/``load_state_dict()`` make a checkpoint.
+    Every parameter stores its R runs as R equal, consecutive blocks (its first axis is run-major),
+    so per-run numbers broadcast through ``run_of`` and per-run sums reduce block by block.
     """
 
-    def __init__(self, model: nn.Module, loss: nn.Module, config: TrainConfig, device, *, seed: int = 0, ddp=False):
-        self.config = config
-        self.device = resolve_device(device)
-        self.seed = int(seed)
-        self.model = model.to(self.device)
+    def __init__(self, params: list[nn.Parameter], runs: int, momentum: torch.Tensor | None = None):
+        self.runs = runs
+        device = params[0].device
+        self.blocks: list[tuple[int, int]] = []
+        total = sum(p.numel() for p in params)
+        self.data = torch.empty(total, device=device)
+        self.grad = torch.zeros(total, device=device)
+        self.momentum = torch.zeros(total, device=device) if momentum is None else momentum.to(device)
+        offset = 0
+        for p in params:
+            if p.dtype != torch.float32 or p.numel() % runs or p.stride(0) != p.numel() // p.shape[0]:
+                raise ValueError(f"cannot train a parameter of shape {tuple(p.shape)}, dtype {p.dtype} in a flat buffer")
+            view = self.data.as_strided(p.shape, p.stride(), offset)
+            view.copy_(p.detach())
+            p.data = view
+            p.grad = self.grad.as_strided(p.shape, p.stride(), offset)
+            self.blocks.append((offset, p.numel()))
+            offset += p.numel()
+        self.params = params
+        self.run_of = torch.cat([torch.arange(runs, device=device).repeat_interleave(n // runs) for _, n in self.blocks])
+
+    def views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
+        """``buffer`` (data, grad or momentum) seen as the parameters' shapes."""
+        return [buffer.as_strided(p.shape, p.stride(), o) for p, (o, _) in zip(self.params, self.blocks)]
+
+    def per_run_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``(R,)`` sums of a flat tensor over each run's elements."""
+        r = self.runs
+        return torch.stack([values[o : o + n].view(r, -1).sum(1) for o, n in self.blocks]).sum(0)
+
+    def per_run_scale(self, values: torch.Tensor, scale: torch.Tensor) -> None:
+        """Multiply each run's elements of a flat tensor by its entry of ``scale`` (R,), in place."""
+        if self.runs == 1:
+            values.mul_(scale)
+            return
+        for o, n in self.blocks:
+            values[o : o + n].view(self.runs, -1).mul_(scale.unsqueeze(1))
+
+    def rebind_grads(self) -> None:
+        """Put gradients that something replaced (DDP) back into the flat gradient buffer."""
+        for p, view in zip(self.params, self.views(self.grad)):
+            if p.grad is not view:
+                view.copy_(p.grad)
+                p.grad = view
+
+
+def _loss_groups(losses: list[nn.Module], device) -> list[tuple[torch.Tensor | None, nn.Module]]:
+    """Runs whose losses are alike (same class and parameters) share one call: (their indices, the loss)."""
+    groups: dict[tuple, list[int]] = {}
+    for r, loss in enumerate(losses):
+        groups.setdefault((type(loss).__module__, type(loss).__qualname__, repr(loss)), []).append(r)
+    if len(groups) == 1:
+        return [(None, losses[0])]
+    return [(torch.tensor(runs, device=device), losses[runs[0]]) for runs in groups.values()]
+
+
+def _axpy(y: torch.Tensor, a, x: torch.Tensor) -> None:
+    """``y += a * x`` for a float or a per-element tensor ``a``."""
+    if isinstance(a, float):
+        y.add_(x, alpha=a)
+    else:
+        y.addcmul_(a, x)
+
+
+class Stack:
+    """R independent runs of one network architecture, trained in one forward/backward pass.
+
+    Run r has its own initial weights (``models[r]``, built from its seed), data order and
+    augmentation stream (``seeds[r]``), training labels, sample weights and rows (``train_epoch``),
+    per-sample loss (``losses[r]``, any registered loss), and config: learning rate and schedule,
+    momentum, weight decay, L1 and clipping by its own gradient norm; BatchNorm normalises each run
+    over its own batch. The stacked loss is the *sum* of the runs' mean losses, so every run takes
+    the step it would take alone. A run that diverges is frozen (zero weights, no steps) and
+    reported in ``diverged``; the others go on unaffected. ``input_shape`` lets the network be
+    checked for stacking on an example input.
+    """
+
+    def __init__(self, models, losses, configs, seeds, device, *, ddp: bool = False, input_shape=None):
+        self.runs = len(models)
+        if not self.runs or not len(losses) == len(configs) == len(seeds) == self.runs:
+            raise ValueError("a stack needs one model, loss, config and seed per run")
+        for name in SHARED:
+            values = {getattr(c, name) for c in configs}
+            if len(values) > 1:
+                raise ValueError(f"the runs of a stack must share {name}; got {sorted(values, key=str)}")
+        if ddp and self.runs > 1:
+            raise ValueError("a stack of runs cannot be trained with DDP: run one run per torchrun")
+        self.configs, self.config = list(configs), configs[0]
+        self.seeds = [int(s) for s in seeds]
+        self.device = checks.device(device)
+        example = None
+        if input_shape is not None and self.runs > 1:
+            example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)).to(self.device)
+        self.net = StackedNet([m.to(self.device) for m in models], example)
         if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.train_module = self.model
+            self.net.to(memory_format=torch.channels_last)
+            self.net.channels_last = True
+        self.losses = [loss.to(self.device) for loss in losses]
+        if any(getattr(loss, "reduction", "none") != "none" for loss in self.losses):
+            raise ValueError("the engine needs losses built with reduction='none'")
+        self.train_module = self.net
         if ddp:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_module = DistributedDataParallel(self.model, device_ids=ids)
-        self.loss = loss.to(self.device)
-        if getattr(self.loss, "reduction", "none") != "none":
-            raise ValueError("the engine needs a loss built with reduction='none'")
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        fused = {"foreach": True} if self.device.type == "cuda" else {}
-        self.optimizer = torch.optim.SGD(
-            self.params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **fused
-        )
+            self.train_module = DistributedDataParallel(self.net, device_ids=ids)
         self.epoch = 0
-        self.history: list[dict] = []
-        self.norm0 = self.weight_norm()
+        self.histories: list[list[dict]] = [[] for _ in range(self.runs)]
+        self.diverged: list[Diverged | None] = [None] * self.runs
+        self._bind()
+        self.norm0 = self.weight_norms().tolist()
 
-    def weight_norm(self) -> float:
-        """L2 norm of all trainable parameters (one host sync)."""
-        with torch.no_grad():
-            return torch.linalg.vector_norm(torch.stack([p.detach().float().norm() for p in self.params])).item()
+    # -- state that lives on the device --------------------------------------------------------
+    def _bind(self, momentum: torch.Tensor | None = None) -> None:
+        """(Re)build the flat buffers and the per-run optimiser numbers from the network's parameters."""
+        named = [(n, p) for n, p in self.net.body.named_parameters() if p.requires_grad]
+        self.names, self.params = [n for n, _ in named], [p for _, p in named]
+        self.flat = FlatParams(self.params, self.runs, momentum)
+        self._groups = _loss_groups(self.losses, self.device)
+        live = [d is None for d in self.diverged]
+        self.live = torch.tensor(live, dtype=torch.float32, device=self.device)
+        self._momentum = self._per_run([c.momentum for c in self.configs])
+        self._wd = self._per_run([c.weight_decay for c in self.configs]) if any(c.weight_decay for c in self.configs) else None
+        self._l1 = self._per_run([c.l1 for c in self.configs]) if any(c.l1 for c in self.configs) else None
+        clips = [c.clip if c.clip else math.inf for c in self.configs]
+        self._clip = None if all(c == math.inf for c in clips) else torch.tensor(clips, device=self.device)
+        self._set_lr()
 
-    def _generator(self, epoch: int) -> torch.Generator:
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(self.seed * 1_000_003 + epoch)
-        return gen
+    def _per_run(self, values: list[float]):
+        """One number per run as a float when the runs agree, else as a per-element tensor."""
+        if len(set(values)) == 1:
+            return float(values[0])
+        return torch.tensor(values, dtype=torch.float32, device=self.device)[self.flat.run_of]
+
+    def _set_lr(self) -> None:
+        lrs = [c.lr_at(min(self.epoch, c.epochs - 1)) * (d is None) for c, d in zip(self.configs, self.diverged)]
+        self._lr = self._per_run(lrs)
 
     def _autocast(self):
         if self.device.type == "cuda" and self.config.amp:
@@ -224,115 +340,276 @@ class Trainer:
 
     @property
     def epochs(self) -> int:
-        """Epochs of the whole run (``train_epoch`` calls until done)."""
+        """Epochs of every run (``train_epoch`` calls until done)."""
         return self.config.epochs
 
+    def weight_norms(self) -> torch.Tensor:
+        """``(R,)`` L2 norms of each run's trainable parameters."""
+        with torch.no_grad():
+            return self.flat.per_run_sum(self.flat.data.square()).sqrt()
+
+    # -- one epoch --------------------------------------------------------------------------------
     def start_epoch(self) -> None:
-        """Set this epoch's learning rate and training mode."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr_at(self.epoch)
+        """Set this epoch's learning rates and training mode."""
+        self._set_lr()
         self.train_module.train()
+
+    def _order(self, n_rows: int, rows) -> tuple[torch.Tensor, dict | None]:
+        """Each run's order of rows and augmentation for this epoch: ``(R, L)`` and ``{key: (R, L)}``."""
+        length = n_rows if rows is None else min(len(r) for r in rows)
+        orders, augs = [], []
+        for r, seed in enumerate(self.seeds):
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(seed * 1_000_003 + self.epoch)
+            if rows is None:
+                order = torch.randperm(n_rows, device=self.device, generator=gen)
+            else:  # equally many rows per run: a longer row list skips a different few each epoch
+                own = torch.as_tensor(rows[r], device=self.device)
+                order = own[torch.randperm(len(own), device=self.device, generator=gen)[:length]]
+            orders.append(order)
+            augs.append(draw_augmentation(self.config.augment, length, gen, self.device))
+        aug = None if augs[0] is None else {k: torch.stack([a[k] for a in augs]) for k in augs[0]}
+        return torch.stack(orders), aug
+
+    def batches(self, data: DeviceData, labels=None, weights=None, rows=None, rank: int = 0, world: int = 1):
+        """Start the epoch; yield ``(index, inputs, labels, weights)`` batches, each with a leading run axis.
+
+        ``labels`` / ``weights`` are ``(R, N)`` (default: ``data``'s, for every run); ``rows`` gives
+        each run its training rows (default: all).
+        """
+        self.start_epoch()
+        runs = self.runs
+        labels = data.y.expand(runs, -1) if labels is None else labels
+        if weights is None and data.w is not None:
+            weights = data.w.expand(runs, -1)
+        order, aug = self._order(len(data), rows)
+        for start in range(0, order.shape[1], self.config.batch_size):
+            part = slice(start, start + self.config.batch_size)
+            idx = order[:, part]
+            a = None if aug is None else {k: v[:, part] for k, v in aug.items()}
+            if world > 1:  # every rank takes its share of the same global batch
+                idx = idx[:, rank::world]
+                a = None if a is None else {k: v[:, rank::world] for k, v in a.items()}
+            xb = data.x[idx]
+            if data.images:
+                flat_aug = None if a is None else {k: v.reshape(-1) for k, v in a.items()}
+                xb = data.prepare(augment(xb.flatten(0, 1), flat_aug)).view(*idx.shape, *xb.shape[2:])
+            yield idx, xb, labels.gather(1, idx), None if weights is None else weights.gather(1, idx)
+
+    def forward(self, xb: torch.Tensor) -> torch.Tensor:
+        """Training-mode fp32 logits ``(R, B, K)`` of inputs ``(R, B, ...)``."""
+        with self._autocast():
+            return self.train_module(xb).float()
+
+    def per_sample(self, logits: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """``(R, B)`` per-sample losses, each run scored by its own loss."""
+        runs, b, k = logits.shape
+        if len(self._groups) == 1:
+            return self._groups[0][1](logits.reshape(runs * b, k), yb.reshape(-1)).view(runs, b)
+        out = logits.new_empty(runs, b)
+        for index, loss in self._groups:
+            out[index] = loss(logits[index].reshape(-1, k), yb[index].reshape(-1)).view(-1, b)
+        return out
+
+    def step(self, run_losses: torch.Tensor) -> None:
+        """One SGD step of every run on its ``(R,)`` loss: L1, per-run clipping, weight decay, momentum."""
+        flat = self.flat
+        flat.grad.zero_()
+        (run_losses * self.live).sum().backward()  # a sum, not a mean: each run steps as it would alone
+        if self.train_module is not self.net:
+            flat.rebind_grads()
+        g, w = flat.grad, flat.data
+        if self._l1 is not None:  # d(λ·Σ|θ|)/dθ = λ·sign(θ), before clipping as in the reference loops
+            _axpy(g, self._l1, w.sign())
+        if self._clip is not None:  # torch.nn.utils.clip_grad_norm_, run by run
+            norms = flat.per_run_sum(g.square()).sqrt()
+            flat.per_run_scale(g, (self._clip / (norms + 1e-6)).clamp(max=1.0))
+        if self._wd is not None:  # coupled L2, added after clipping as torch.optim.SGD does
+            _axpy(g, self._wd, w)
+        flat.momentum.mul_(self._momentum).add_(g)
+        if isinstance(self._lr, float):
+            w.add_(flat.momentum, alpha=-self._lr)
+        else:
+            w.addcmul_(self._lr, flat.momentum, value=-1.0)
+
+    def train_epoch(self, data: DeviceData, labels=None, weights=None, rows=None, rank: int = 0, world: int = 1):
+        """One pass over ``data``; per run, the epoch's statistics (None for a run that has diverged)."""
+        loss_sum = torch.zeros(self.runs, device=self.device)
+        correct = torch.zeros(self.runs, device=self.device, dtype=torch.long)
+        seen = 0
+        for _, xb, yb, wb in self.batches(data, labels, weights, rows, rank, world):
+            logits = self.forward(xb)
+            losses = self.per_sample(logits, yb)
+            self.step((losses * wb).mean(1) if wb is not None else losses.mean(1))
+            loss_sum += losses.detach().sum(1)
+            correct += (logits.detach().argmax(2) == yb).sum(1)
+            seen += yb.shape[1]
+        return self.finish_epoch(loss_sum, correct, seen)
+
+    def finish_epoch(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, **extra) -> list[dict | None]:
+        """Count the epoch, record each live run's statistics and freeze runs that diverged (one host sync)."""
+        self.epoch += 1
+        seen = max(seen, 1)
+        losses = (loss_sum.float() / seen).tolist()
+        accs = (correct.float() / seen).tolist()
+        norms = self.weight_norms().tolist()
+        out = []
+        for r in range(self.runs):
+            reason = None if self.diverged[r] else divergence(losses[r], norms[r], self.norm0[r])
+            if reason:
+                self._freeze(r, Diverged(self.epoch, reason))
+            if self.diverged[r]:
+                out.append(None)
+                continue
+            stats = {"epoch": self.epoch, "lr": self.configs[r].lr_at(self.epoch - 1), "train_loss": losses[r],
+                     "train_accuracy": accs[r], **extra}  # fmt: skip
+            self.histories[r].append(stats)
+            out.append(stats)
+        return out
+
+    @torch.no_grad()
+    def _freeze(self, run: int, error: Diverged) -> None:
+        """Stop run ``run``: finite zero weights, no momentum, no learning rate, no loss."""
+        self.diverged[run] = error
+        for buffer in (self.flat.data, self.flat.momentum):
+            for view, name in zip(self.flat.views(buffer), self.names):
+                run_slice(view, self.net.shapes[name], self.runs, run).zero_()
+        for name, buf in self.net.body.named_buffers():
+            if buf.is_floating_point() and name in self.net.shapes:
+                run_slice(buf, self.net.shapes[name], self.runs, run).fill_(1.0 if "var" in name else 0.0)
+        self.live[run] = 0.0
+        self._set_lr()
+
+    # -- evaluation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, data: DeviceData) -> torch.Tensor:
+        """Eval-mode fp32 logits ``(R, N, K)`` of every input of ``data``, in order."""
+        self.net.eval()
+        out = []
+        for start in range(0, len(data), self.config.eval_batch_size):
+            xb = data.prepare(data.x[start : start + self.config.eval_batch_size])
+            with self._autocast():
+                out.append(self.net(xb.unsqueeze(0).expand(self.runs, *xb.shape)).float())
+        return torch.cat(out, 1) if out else torch.empty(self.runs, 0, device=self.device)
+
+    def accuracies(self, data: DeviceData) -> list[float]:
+        """Each run's accuracy on ``data``'s labels (one host sync)."""
+        return (self.logits(data).argmax(2) == data.y).float().mean(1).tolist()
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def run_state(self, run: int) -> dict:
+        """Run ``run``'s checkpoint, in the same format whatever stack it was trained in."""
+        momentum = {name: run_slice(view, self.net.shapes[name], self.runs, run).clone()
+                    for view, name in zip(self.flat.views(self.flat.momentum), self.names)}  # fmt: skip
+        error = self.diverged[run]
+        return {
+            "model": self.net.run_state_dict(run), "momentum": momentum, "epoch": self.epoch,
+            "history": self.histories[run], "config": asdict(self.configs[run]), "seed": self.seeds[run],
+            "norm0": self.norm0[run], "diverged": None if error is None else {"epoch": error.epoch, "reason": error.reason},
+        }  # fmt: skip
+
+    def load_states(self, states: list[dict | None]) -> None:
+        """Resume every run from its checkpoint (None: not started); all must have reached the same epoch."""
+        epochs = {0 if s is None else s["epoch"] for s in states}
+        if len(epochs) > 1:
+            raise ValueError(f"the runs of a stack must resume from one epoch, got {sorted(epochs)}")
+        for run, state in enumerate(states):
+            if state is None:
+                continue
+            self.net.load_run_state_dict(run, state["model"])
+            with torch.no_grad():
+                for view, name in zip(self.flat.views(self.flat.momentum), self.names):
+                    run_slice(view, self.net.shapes[name], self.runs, run).copy_(state["momentum"][name])
+            self.histories[run] = list(state["history"])
+            self.norm0[run] = state.get("norm0", self.norm0[run])
+            if state.get("diverged"):
+                self._freeze(run, Diverged(state["diverged"]["epoch"], state["diverged"]["reason"]))
+        self.epoch = epochs.pop()
+        self._set_lr()
+
+    def to(self, device) -> "Stack":
+        """Move the runs, their losses and optimiser state (e.g. to the CPU for pickling)."""
+        if self.train_module is not self.net:
+            raise ValueError("a distributed (DDP) trainer cannot be moved")
+        self.device = torch.device(device)
+        momentum = self.flat.momentum.to(self.device)
+        self.net.to(self.device)
+        self.losses = [loss.to(self.device) for loss in self.losses]
+        self._bind(momentum)
+        return self
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_momentum_state"] = self.flat.momentum
+        for key in ("flat", "params", "names", "_groups", "live", "_momentum", "_wd", "_l1", "_clip", "_lr"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        momentum = state.pop("_momentum_state")
+        self.__dict__.update(state)
+        self._bind(momentum)
+
+
+class Trainer:
+    """One run: the R = 1 stack, seen with single-run shapes (the learner interface of the methods)."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module, config: TrainConfig, device, *, seed: int = 0, ddp=False):
+        self.stack = Stack([model], [loss], [config], [seed], device, ddp=ddp)
+
+    model = property(lambda self: self.stack.net.body)
+    loss = property(lambda self: self.stack.losses[0])
+    config = property(lambda self: self.stack.config)
+    device = property(lambda self: self.stack.device)
+    history = property(lambda self: self.stack.histories[0])
+    epoch = property(lambda self: self.stack.epoch)
+    epochs = property(lambda self: self.stack.epochs)
+
+    def start_epoch(self) -> None:
+        self.stack.start_epoch()
 
     def batches(self, data: DeviceData, rank: int = 0, world: int = 1):
         """Start the epoch and yield its shuffled, augmented ``(index, inputs, labels)`` batches."""
-        cfg = self.config
-        self.start_epoch()
-        gen = self._generator(self.epoch)
-        order = torch.randperm(len(data), device=self.device, generator=gen)
-        for start in range(0, len(data), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            if world > 1:  # every rank takes its share of the same global batch
-                idx = idx[rank::world]
-            xb = data.prepare(augment(data.x[idx], cfg.augment, gen)) if data.images else data.x[idx]
-            yield idx, xb, data.y[idx]
+        for idx, xb, yb, _ in self.stack.batches(data, rank=rank, world=world):
+            yield idx[0], xb[0], yb[0]
 
     def forward(self, xb: torch.Tensor) -> torch.Tensor:
-        """Training-mode fp32 logits."""
-        with self._autocast():
-            return self.train_module(_channels_last(xb)).float()
+        """Training-mode fp32 logits ``(B, K)``."""
+        return self.stack.forward(xb.unsqueeze(0))[0]
 
     def update(self, loss: torch.Tensor) -> None:
-        """One SGD step on ``loss`` with the L1 term and gradient clipping."""
-        cfg = self.config
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.l1:  # d(λ·Σ|θ|)/dθ = λ·sign(θ), added before clipping as in the reference loops
-            live = [p for p in self.params if p.grad is not None]
-            torch._foreach_add_([p.grad for p in live], torch._foreach_sign(live), alpha=cfg.l1)
-        if cfg.clip:
-            nn.utils.clip_grad_norm_(self.params, cfg.clip, foreach=self.device.type == "cuda" or None)
-        self.optimizer.step()
+        """One SGD step on the scalar ``loss``."""
+        self.stack.step(loss.reshape(1))
 
-    def finish_epoch(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, **extra) -> dict:
-        """Count the epoch and record its statistics (the one host sync of an epoch)."""
-        self.epoch += 1
-        seen = max(seen, 1)
-        stats = {"epoch": self.epoch, "lr": self.config.lr_at(self.epoch - 1), "train_loss": loss_sum.item() / seen,
-                 "train_accuracy": correct.item() / seen, **extra}  # fmt: skip
-        reason = divergence(stats["train_loss"], self.weight_norm(), self.norm0)
-        if reason:
-            raise Diverged(self.epoch, reason)
-        self.history.append(stats)
-        return stats
+    def _one(self, stats: list[dict | None]) -> dict:
+        if stats[0] is None:
+            raise self.stack.diverged[0]
+        return stats[0]
+
+    def finish_epoch(self, loss_sum, correct, seen: int, **extra) -> dict:
+        """Count the epoch and record its statistics; raises ``Diverged`` when the run blew up."""
+        return self._one(self.stack.finish_epoch(loss_sum.reshape(1), correct.reshape(1), seen, **extra))
 
     def train_epoch(self, data: DeviceData, rank: int = 0, world: int = 1) -> dict:
-        """One pass over ``data``; returns the epoch's mean loss and accuracy on the given labels."""
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
-        for idx, xb, yb in self.batches(data, rank, world):
-            logits = self.forward(xb)
-            per_sample = self.loss(logits, yb)
-            self.update((per_sample * data.w[idx]).mean() if data.w is not None else per_sample.mean())
-            loss_sum += per_sample.detach().sum()
-            correct += (logits.detach().argmax(1) == yb).sum()
-            seen += yb.shape[0]
-        return self.finish_epoch(loss_sum, correct, seen)
+        """One pass over ``data``; the epoch's mean loss and accuracy on the given labels."""
+        return self._one(self.stack.train_epoch(data, rank=rank, world=world))
 
-    @torch.no_grad()
     def logits(self, data: DeviceData) -> torch.Tensor:
-        """Eval-mode logits (fp32) for every input of ``data``, in order."""
-        self.model.eval()
-        out = []
-        for start in range(0, len(data), self.config.eval_batch_size):
-            xb = data.x[start : start + self.config.eval_batch_size]
-            with self._autocast():
-                out.append(self.model(_channels_last(data.prepare(xb))).float())
-        return torch.cat(out) if out else torch.empty(0, device=self.device)
+        """Eval-mode fp32 logits ``(N, K)``."""
+        return self.stack.logits(data)[0]
 
     def accuracy(self, data: DeviceData) -> float:
-        return (self.logits(data).argmax(1) == data.y).float().mean().item()
+        return self.stack.accuracies(data)[0]
 
     def to(self, device) -> "Trainer":
-        """Move the network, the loss and the optimiser state (e.g. to the CPU for pickling)."""
-        if self.train_module is not self.model:
-            raise ValueError("a distributed (DDP) trainer cannot be moved")
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        self.loss.to(self.device)
-        for state in self.optimizer.state.values():
-            for key, value in state.items():
-                if torch.is_tensor(value):
-                    state[key] = value.to(self.device)
+        self.stack.to(device)
         return self
 
     def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "history": self.history,
-            "config": asdict(self.config),
-            "seed": self.seed,
-            "norm0": self.norm0,
-        }
+        return self.stack.run_state(0)
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch = state["epoch"]
-        self.history = list(state["history"])
-        self.norm0 = state.get("norm0", self.norm0)
+        self.stack.load_states([state])
 
 
 def seeded_init(seed: int, build):

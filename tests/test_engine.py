@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from jal_plugins import create_loss, create_model
-from jal_plugins.engine import DeviceData, Trainer, TrainConfig, augment
+from jal_plugins.engine import DeviceData, Trainer, TrainConfig, augment, draw_augmentation
 
 
 @pytest.mark.parametrize(
@@ -33,12 +33,12 @@ def test_cosine_schedule_per_epoch():
 
 def test_augment_crops_with_zero_padding_and_flips():
     x = torch.full((256, 1, 8, 8), 200, dtype=torch.uint8)
-    out = augment(x, "crop-flip", torch.Generator().manual_seed(0))
+    out = augment(x, draw_augmentation("crop-flip", 256, torch.Generator().manual_seed(0), "cpu"))
     assert out.shape == (256, 1, 8, 8)
     assert set(out.unique().tolist()) == {0.0, 200.0}  # padding enters as 0 before normalisation
     assert (out == 200).all(1).all(1).all(1).any()  # some crops at offset 4 keep every pixel
     ramp = torch.arange(8, dtype=torch.uint8).repeat(1, 1, 8, 1).expand(512, 1, 8, 8)
-    flipped = augment(ramp, "crop-flip", torch.Generator().manual_seed(1))
+    flipped = augment(ramp, draw_augmentation("crop-flip", 512, torch.Generator().manual_seed(1), "cpu"))
     rows = flipped[:, 0, 4]
     assert ((rows[:, 1:] - rows[:, :-1]) < 0).any(), "no flipped sample among 512"
 

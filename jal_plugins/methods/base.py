@@ -28,10 +28,15 @@ class MethodContext:
     noise_rate: float | None = None  # the nominal rate when the noise is synthetic, else None
     ddp: bool = False
 
-    def trainer(self, loss: str | None = None, seed_offset: int = 0, **changes) -> Trainer:
-        """A fresh network and optimiser for ``loss`` (default: the run's), with config ``changes``."""
+    def parts(self, loss: str | None = None, seed_offset: int = 0, **changes) -> tuple:
+        """``(network, loss, config, seed)`` of a fresh run with ``loss`` (default: the run's) and config
+        ``changes``: what a ``Trainer`` or one slot of a ``Stack`` is built from."""
         name = loss or self.loss
         seed = self.seed + seed_offset
         config = replace(self.build_config(name), **changes)
-        model = seeded_init(seed, self.build_model)
-        return Trainer(model, self.build_loss(name), config, self.device, seed=seed, ddp=self.ddp)
+        return seeded_init(seed, self.build_model), self.build_loss(name), config, seed
+
+    def trainer(self, loss: str | None = None, seed_offset: int = 0, **changes) -> Trainer:
+        """A fresh network and optimiser for ``loss`` (default: the run's), with config ``changes``."""
+        model, loss_module, config, seed = self.parts(loss, seed_offset, **changes)
+        return Trainer(model, loss_module, config, self.device, seed=seed, ddp=self.ddp)
