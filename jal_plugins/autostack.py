@@ -15,7 +15,7 @@ import torch
 
 GAIN = 0.9  # a larger stack must cut the time per run by at least 10 %
 MAX_STACK = 64
-PROBE_SECONDS = 0.15  # per candidate size, after one warm-up step
+PROBE_SECONDS = 0.08  # per candidate size, after one warm-up step
 
 
 def _sync(device) -> None:
@@ -49,22 +49,49 @@ def step_seconds(parts, inputs: torch.Tensor, runs: int, device, input_shape) ->
     return (time.perf_counter() - start) / steps
 
 
-def _fits(device, runs: int, per_run_bytes: float) -> bool:
-    if device.type != "cuda":
-        return True
-    free, _ = torch.cuda.mem_get_info(device)
-    return runs * per_run_bytes < 0.7 * free
+def bytes_per_run(parts, inputs: torch.Tensor) -> int:
+    """Memory one run of a stack needs: its parameters four times over (weights, gradients, momentum,
+    per-run optimiser numbers) and the activations a training step saves for backward."""
+    model, loss, _, _ = parts
+    saved = 0
+
+    def pack(t):
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    sample = inputs[:8].float().cpu()  # saved activations grow with the batch: time 8, scale up
+    model = model.to("cpu").train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(sample)
+        loss.to("cpu")(out, torch.zeros(len(out), dtype=torch.long)).mean()
+    return 4 * sum(p.numel() * p.element_size() for p in model.parameters()) + saved * len(inputs) // len(sample)
+
+
+def available_bytes(device) -> int:
+    """Free memory of ``device``: the GPU's, or the machine's available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 1 << 62  # unknown: do not limit
+
+
+def max_fitting(per_run: int, device) -> int:
+    """The largest stack that fits in 70 % of ``device``'s free memory."""
+    return max(1, int(0.7 * available_bytes(device) // max(per_run, 1)))
 
 
 def _measure(parts, inputs, limit: int, device, input_shape) -> int:
     from jal_plugins.stack import NotStackable
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    limit = min(limit, MAX_STACK, max_fitting(bytes_per_run(parts, inputs), device))
     per_run = step_seconds(parts, inputs, 1, device, input_shape)
-    per_run_bytes = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     best, size = 1, 2
-    while size <= min(limit, MAX_STACK) and _fits(device, size, per_run_bytes):
+    while size <= limit:
         try:
             seconds = step_seconds(parts, inputs, size, device, input_shape) / size
         except NotStackable:

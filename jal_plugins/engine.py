@@ -241,14 +241,19 @@ class FlatParams:
                 p.grad = view
 
 
-def _loss_groups(losses: list[nn.Module], device) -> list[tuple[torch.Tensor | None, nn.Module]]:
-    """Runs whose losses are alike (same class and parameters) share one call: (their indices, the loss)."""
+def _loss_groups(losses: list[nn.Module], device) -> list[tuple[slice | torch.Tensor, nn.Module]]:
+    """Runs whose losses are alike (same class and parameters) share one call: (their runs, the loss).
+
+    Runs of a group that sit next to each other are a slice (a view, no gather); the runner orders
+    stacks by loss so that they do.
+    """
     groups: dict[tuple, list[int]] = {}
     for r, loss in enumerate(losses):
         groups.setdefault((type(loss).__module__, type(loss).__qualname__, repr(loss)), []).append(r)
-    if len(groups) == 1:
-        return [(None, losses[0])]
-    return [(torch.tensor(runs, device=device), losses[runs[0]]) for runs in groups.values()]
+    runs = list(groups.values())
+    if all(g == list(range(g[0], g[-1] + 1)) for g in runs) and sorted(runs) == runs:
+        return [(slice(g[0], g[-1] + 1), losses[g[0]]) for g in runs]
+    return [(torch.tensor(g, device=device), losses[g[0]]) for g in runs]
 
 
 def _axpy(y: torch.Tensor, a, x: torch.Tensor) -> None:
@@ -404,11 +409,12 @@ class Stack:
     def per_sample(self, logits: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         """``(R, B)`` per-sample losses, each run scored by its own loss."""
         runs, b, k = logits.shape
-        if len(self._groups) == 1:
-            return self._groups[0][1](logits.reshape(runs * b, k), yb.reshape(-1)).view(runs, b)
+        parts = [loss(logits[index].reshape(-1, k), yb[index].reshape(-1)).view(-1, b) for index, loss in self._groups]
+        if isinstance(self._groups[0][0], slice):
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
         out = logits.new_empty(runs, b)
-        for index, loss in self._groups:
-            out[index] = loss(logits[index].reshape(-1, k), yb[index].reshape(-1)).view(-1, b)
+        for (index, _), part in zip(self._groups, parts):
+            out[index] = part
         return out
 
     def step(self, run_losses: torch.Tensor) -> None:

@@ -226,7 +226,7 @@ def _probe_factories(job: Job):
 
 def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[Job]]:
     """``jobs`` as units of work: stacks of compatible ``erm`` runs, and single runs."""
-    from jal_plugins.autostack import choose_stack_size, chunks
+    from jal_plugins.autostack import bytes_per_run, choose_stack_size, chunks, max_fitting
 
     groups: dict[tuple, list[Job]] = {}
     units: list[list[Job]] = []
@@ -237,13 +237,25 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
         else:
             groups.setdefault(key, []).append(job)
     for key, group in groups.items():
-        if stack == AUTO:
+        # runs with one loss side by side: each stack then calls few losses, on views
+        group.sort(key=lambda j: (j.loss, json.dumps(j.loss_params, sort_keys=True)))
+        if len(group) == 1:
+            size = 1
+        elif stack == AUTO:
             parts, inputs, device, shape = _probe_factories(group[0])
             size = choose_stack_size(key, parts, inputs, len(group), device, shape, 1 if workers > 1 else None)
-            if log and len(group) > 1:
+            if log:
                 log(f"--stack auto: {size} run(s) at a time for {len(group)} {group[0].dataset} runs (measured)")
         else:
-            size = stack
+            size = min(stack, len(group))
+            parts, inputs, device, _ = _probe_factories(group[0])
+            need = bytes_per_run(parts(), inputs())
+            fit = max_fitting(need, device)
+            if size > fit:
+                raise ValueError(
+                    f"--stack {stack}: {size} runs of {group[0].resolved().model} need about {size * need / 2**30:.1f} GiB, "
+                    f"more than {device} has free; use --stack {fit} or less"
+                )
         units += [u for u in chunks(group, size, workers)]
     return units
 
@@ -282,6 +294,90 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # small CPU models: one thread per process beats threads per op
 
 
+def _warm() -> None:
+    """Import what training needs, so a worker is ready by the time work arrives."""
+    import sklearn.model_selection  # noqa: F401 - the digits split
+    import torch  # noqa: F401
+
+    import jal_plugins.engine  # noqa: F401
+    from jal_plugins.plugins import host
+
+    host().load()
+
+
+class Workers:
+    """This process and ``count - 1`` spawned single-threaded ones, training units of work together.
+
+    The spawned processes start (and import) at once, while this one plans; this one, already warm,
+    trains too. Units are handed out one at a time, so no process idles while work is left.
+    """
+
+    def __init__(self, count: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.count = count
+        ctx = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(count - 1, mp_context=ctx, initializer=_worker_init)
+        for _ in range(count - 1):
+            self.pool.submit(_warm)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown(cancel_futures=True)
+
+    def train(self, units: list[list[Job]], out: Path | None, progress: bool) -> dict:
+        import threading
+        from collections import deque
+
+        import torch
+
+        queue, results, errors = deque(units), {}, []
+        outstanding = [0]  # units the spawned processes hold
+        lock = threading.Condition()
+
+        def take():
+            with lock:
+                return queue.popleft() if queue and not errors else None
+
+        def feed():
+            with lock:
+                if not queue or errors:
+                    return
+                unit = queue.popleft()
+                outstanding[0] += 1
+            self.pool.submit(train_unit, unit, out).add_done_callback(collect)
+
+        def collect(future):
+            with lock:
+                if future.exception() is not None:
+                    errors.append(future.exception())
+                else:
+                    results.update(future.result())
+                outstanding[0] -= 1
+                lock.notify_all()
+            feed()
+
+        for _ in range(self.count - 1):
+            feed()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            while (unit := take()) is not None:
+                done = train_unit(unit, out, progress)
+                with lock:
+                    results.update(done)
+        finally:
+            torch.set_num_threads(threads)
+        with lock:  # the spawned processes finish what they hold
+            lock.wait_for(lambda: outstanding[0] == 0)
+        if errors:
+            raise errors[0]
+        return results
+
+
 def run_jobs(jobs: list[Job], out: Path | None = None, progress: bool = False, workers: int = 1,
              stack=AUTO, log=None) -> list[dict]:  # fmt: skip
     """Train every job not yet recorded in ``out``; return the records of all of them, in order.
@@ -295,19 +391,14 @@ def run_jobs(jobs: list[Job], out: Path | None = None, progress: bool = False, w
     store = ResultStore(out) if out else None
     done = store.records() if store else {}
     pending = [job for job in jobs if job.key() not in done]
-    units = stack_plan(pending, stack, workers, log)
-    results: dict[str, dict | None] = {}
-    if workers > 1 and len(units) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx, initializer=_worker_init) as pool:
-            for unit_results in pool.map(train_unit, units, [out] * len(units)):
-                results.update(unit_results)
-    else:
-        for unit in units:
-            results.update(train_unit(unit, out, progress))
+    with Workers(workers) if workers > 1 and len(pending) > 1 else contextlib.nullcontext() as pool:
+        units = stack_plan(pending, stack, workers, log)
+        results: dict[str, dict | None] = {}
+        if pool is not None and len(units) > 1:
+            results = pool.train(units, out, progress)
+        else:
+            for unit in units:
+                results.update(train_unit(unit, out, progress))
     for job in pending:  # held by another process: wait for it, then train it only if it never finished
         if results[job.key()] is None:
             with store.claim(job.key(), wait=True):

@@ -105,3 +105,54 @@ def test_two_process_gloo(tmp_path, env):
     records = json.loads(out.stdout)
     assert len(records) == 1 and records[0]["world_size"] == 2 and records[0]["test_accuracy"] > 0.5
     assert len(read_results(tmp_path)) == 1
+
+
+def _checkpoint_epochs(out):
+    import torch
+
+    epochs = {}
+    for path in out.glob("runs/*/checkpoint.pt"):
+        try:
+            epochs[path.parent.name] = torch.load(path, weights_only=True)["epoch"]
+        except Exception:  # noqa: BLE001 - caught mid-write; the atomic rename makes this rare
+            pass
+    return epochs
+
+
+def test_kill_a_stack_and_resume_it(tmp_path, cli, env):
+    out = tmp_path / "run"
+    args = ["run", "--model", "mlp", "--noise", "symmetric:0.2,exact=false", "--loss", "ce", "jal-ce", "--seed", "0", "1",
+            "--epochs", "200", "--stack", "4", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "jal_plugins", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (len(e := _checkpoint_epochs(out)) == 4 and min(e.values()) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = _checkpoint_epochs(out)
+    assert len(killed) == 4 and max(killed.values()) - min(killed.values()) <= 1 and max(killed.values()) < 200
+    assert not (out / "results.jsonl").exists()
+    import torch
+
+    before = {p.parent.name: torch.load(p, weights_only=True)["history"] for p in out.glob("runs/*/checkpoint.pt")}
+    finished = cli(*args, "--json")
+    assert finished.returncode == 0, finished.stderr
+    records = read_results(out)
+    assert len(records) == 4 and len({r["run_id"] for r in records}) == 4
+    for run_dir in out.glob("runs/*"):
+        curve = json.loads((run_dir / "curve.json").read_text())
+        assert [c["epoch"] for c in curve] == list(range(1, 201))
+        assert curve[: len(before[run_dir.name])] == before[run_dir.name]  # resumed, not retrained
+
+
+def test_finished_runs_are_never_trained_again(tmp_path, cli):
+    out = tmp_path / "grid"
+    base = ["run", "--model", "mlp", "--loss", "ce", "jal-ce", "--epochs", "3", "--stack", "4", "--out", str(out)]
+    assert cli(*base, "--seed", "0", "1").returncode == 0
+    first = (out / "results.jsonl").read_text()
+    grown = cli(*base, "--seed", "0", "1", "2", "--json")
+    assert grown.returncode == 0, grown.stderr
+    text = (out / "results.jsonl").read_text()
+    assert text.startswith(first) and len(text.splitlines()) == 6
+    new = [json.loads(line) for line in text.splitlines()[4:]]
+    assert {r["seed"] for r in new} == {2} and all(r["stack_size"] == 2 for r in new)
