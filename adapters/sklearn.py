@@ -24,7 +24,8 @@ def _as_arrays(X, y):
     return X, y
 
 
-AUTO_A_MARGIN, AUTO_A_MIN, AUTO_A_MAX = 2.0, 2.0, 50.0
+# what a selection of ``a`` and a calibration leave behind (cleared by a new fit)
+CHOSEN = ("a_", "beta_", "weight_decay_", "candidates_", "selection_scores_", "noise_matrix_", "temperature_")
 
 
 class JALClassifier(ClassifierMixin, BaseEstimator):
@@ -38,6 +39,15 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
     the label set (and so the ``predict_proba`` columns) when a fit may not see every class.
     ``method`` is a registered training method (``erm``, ``co-teaching``, ``cleanlab-prune``, ...)
     with ``method_params``; it decides how the noisy labels are used, the loss how they are scored.
+
+    For losses with an AMSE term (``jal-ce``, ``jal-fl``, ``amse``), ``a`` is chosen for the data
+    unless ``loss_params`` gives it: candidates of ``a`` (with β and the weight decay) train as one
+    stack on a stratified 80 % of the labels and the best on the held-out 20 % wins, then trains on
+    all the data (``jal_plugins.selection``; ``a_``, ``beta_``, ``weight_decay_``, ``candidates_``,
+    ``selection_scores_``). ``calibrate=True`` fits one temperature for ``predict_proba`` on the same
+    held-out split, through the noise matrix estimated there (``temperature_``, ``noise_matrix_``), so
+    the probabilities are calibrated for the clean labels; with a fixed ``a`` it costs a second fit.
+    ``partial_fit`` trains with a fixed ``a`` (the loss's default unless given) and no calibration.
     """
 
     def __init__(
@@ -60,6 +70,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         classes=None,
+        calibrate=True,
     ):
         self.loss = loss
         self.loss_params = loss_params
@@ -79,6 +90,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.classes = classes
+        self.calibrate = calibrate
 
     # ----------------------------------------------------------------------------------------
     def _validate(self, X, y=None, reset=True):
@@ -111,36 +123,27 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y contains labels {unseen.tolist()} not in classes {self.classes_.tolist()}")
         return np.searchsorted(self.classes_, y)
 
-    def _auto_a(self, X, y, seed) -> float:
-        """``a`` from the estimated noise: AUTO_A_MARGIN × ``amse_min_a(T)``, kept in [AUTO_A_MIN, AUTO_A_MAX].
+    def _loss_params(self, selects: bool) -> dict:
+        """The loss parameters of this fit: ``a`` is ``"auto"`` when chosen, else as given."""
+        from jal_plugins.selection import AUTO, has_amse
 
-        ``T`` comes from cleanlab's confident joint on 3-fold out-of-sample probabilities of this
-        estimator with its loss at the default ``a``. The bound is where the clean class is only
-        just the risk minimiser, and ``T`` is an estimate, so the margin keeps the loss strictly
-        asymmetric; the cap keeps AMSE's gradient from vanishing when dominance looks violated.
-        """
-        from sklearn.base import clone
+        params = dict(self.loss_params or {})
+        if params.get("a") == AUTO and not selects:
+            raise ValueError("partial_fit trains one epoch at a time and cannot choose a: give loss_params={'a': 30}")
+        if "a" not in params and selects and has_amse(self.loss, len(self.classes_), self.preset):
+            params["a"] = AUTO
+        return params
 
-        from jal_plugins.adapters.cleanlab import estimate_transition_matrix
-        from jal_plugins.theory import amse_min_a
-
-        params = {k: v for k, v in (self.loss_params or {}).items() if k != "a"}
-        probe = clone(self).set_params(loss_params=params, random_state=seed, warm_start=False, verbose=0)
-        t = estimate_transition_matrix(X, y, estimator=probe, cv=3, seed=seed)
-        self.noise_matrix_ = t
-        self.a_ = float(np.clip(AUTO_A_MARGIN * amse_min_a(t), AUTO_A_MIN, AUTO_A_MAX))
-        return self.a_
-
-    def _build(self, X, y=None):
+    def _build(self, X, y=None, selects: bool = True):
         from jal_plugins import create_method
-        from jal_plugins.checks import device
+        from jal_plugins.checks import boolean, device
         from jal_plugins.job import method_context
+        from jal_plugins.selection import HeldOut, candidates, wants_selection
 
+        calibrate = boolean("calibrate", self.calibrate) and selects
         self.device_ = device(self.device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        loss_params = dict(self.loss_params or {})
-        if loss_params.get("a") == "auto":
-            loss_params["a"] = self._auto_a(X, y, seed)
+        loss_params = self._loss_params(selects)
         base = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
         explicit = {k: v for k, v in (("weight_decay", self.weight_decay), ("l1", self.l1)) if v is not None}
         context = method_context(
@@ -148,9 +151,35 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
             model=self.module, model_params=self.module_params, loss_params=loss_params, preset=self.preset,
             base_config=base, config=explicit,
         )  # fmt: skip
-        self.trainer_ = create_method(self.method, context, **(self.method_params or {}))
+        method_params = self.method_params or {}
+        if wants_selection(loss_params) or calibrate:
+            grid = candidates(loss_params, explicit) if wants_selection(loss_params) else [{"loss_params": {}, "config": {}}]
+            self.trainer_ = HeldOut(context, grid, self.method, method_params, calibrate=calibrate)
+        else:
+            self.trainer_ = create_method(self.method, context, **method_params)
         self.module_ = self.trainer_.model
         self.history_ = []
+
+    def _fitted(self) -> None:
+        """Fitted attributes from the training: the network, and what a selection chose."""
+        from jal_plugins.selection import HeldOut
+
+        info = self.trainer_.info() if hasattr(self.trainer_, "info") else {}
+        if isinstance(self.trainer_, HeldOut) and self.trainer_.final is not None:
+            self.trainer_ = self.trainer_.final  # the refit learner: what predicts and warm-starts from now on
+            info = {**info, "temperature": info.get("temperature", 1.0)}
+        else:
+            info.setdefault("temperature", getattr(self, "temperature_", 1.0))
+        self.module_ = self.trainer_.model
+        self.temperature_ = float(info.get("temperature", 1.0))
+        if "chosen" in info:
+            params = {**(self.loss_params or {}), **info["chosen"]["loss_params"]}
+            self.a_ = params.get("a")
+            self.beta_ = params.get("beta")
+            self.weight_decay_ = info["chosen"]["config"].get("weight_decay", self.weight_decay)
+            self.candidates_ = info["candidates"]
+            self.selection_scores_ = info["held_out_accuracy"]
+            self.noise_matrix_ = None if info.get("noise_matrix") is None else np.asarray(info["noise_matrix"])
 
     def _data(self, X, y=None, sample_weight=None):
         from jal_plugins.datasets import channel_stats
@@ -185,6 +214,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
             self.history_.append(stats["train_loss"])
             if self.verbose:
                 print(f"epoch {self.trainer_.epoch}: loss {stats['train_loss']:.4f} acc {stats['train_accuracy']:.3f}")
+        self._fitted()
         return self
 
     # ----------------------------------------------------------------------------------------
@@ -192,7 +222,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         """Train for ``epochs`` epochs (continuing the fitted network when ``warm_start``)."""
         X, y = self._validate(X, y, reset=not (self.warm_start and hasattr(self, "module_")))
         if not (self.warm_start and hasattr(self, "module_")):
-            for attr in ("classes_", "pixel_stats_", "feature_stats_"):
+            for attr in ("classes_", "pixel_stats_", "feature_stats_", *CHOSEN):
                 self.__dict__.pop(attr, None)
             y = self._encode(y)
             self._build(X, y)
@@ -208,7 +238,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
             if classes is None and self.classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit")
             y = self._encode(y, classes)
-            self._build(X, y)
+            self._build(X, y, selects=False)
         else:
             y = self._encode(y)
         return self._train(X, y, sample_weight, 1)
@@ -222,7 +252,8 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities (float64, rows sum to 1) in ``classes_`` order."""
         import torch
 
-        return torch.softmax(self._logits(X).double(), 1).cpu().numpy()
+        logits = self._logits(X).double()  # checks fitted-ness before temperature_ is read
+        return torch.softmax(logits / self.temperature_, 1).cpu().numpy()
 
     def predict(self, X):
         index = self._logits(X).argmax(1).cpu().numpy()  # checks fitted-ness before classes_ is read

@@ -10,6 +10,7 @@ from jal_plugins.checks import positive_int
 from jal_plugins.job import Job, canonical_noise
 from jal_plugins.plugins import normalize
 from jal_plugins.registry import load, section
+from jal_plugins.specs import parse_spec
 from jal_plugins.report import atomic_write, bar_chart, comparison, comparison_table
 
 KEYS = ("dataset", "noise", "method", "loss")
@@ -56,7 +57,7 @@ def _overrides(params: dict, dataset: str) -> dict:
 
 
 def _pairs(grid: dict) -> list[tuple[str, str]]:
-    """(method, loss) pairs: ``methods`` × ``losses``, or ``methods = {method = [losses]}``."""
+    """(method, loss spec) pairs: ``methods`` × ``losses``, or ``methods = {method = [losses]}``."""
     methods = grid.get("methods", ["erm"])
     if isinstance(methods, dict):
         return [(method, loss) for method, losses in methods.items() for loss in losses]
@@ -77,11 +78,12 @@ def suite_jobs(name: str, seeds: int | None = None, device: str = "auto", data: 
             noise = noise if isinstance(noise, dict) else {"label": noise, "spec": noise}
             noise_spec = canonical_noise(noise["spec"])
             labels[noise_spec] = noise["label"]
-            for method, loss in _pairs(grid):
+            for method, spec in _pairs(grid):
+                loss, spec_params = parse_spec(spec, first=None)
                 jobs += [
                     Job(grid["dataset"], noise_spec, loss, seed, preset=grid.get("preset"),
                         model=grid.get("model"), method=method, config=dict(grid.get("config", {})),
-                        loss_params=dict(grid.get("loss_params", {}).get(loss, {})),
+                        loss_params={**grid.get("loss_params", {}).get(loss, {}), **spec_params},
                         model_params=dict(grid.get("model_params", {})), dataset_params=params, device=device)
                     for seed in range(n_seeds)
                 ]  # fmt: skip

@@ -181,12 +181,14 @@ def cmd_run(args) -> int:
         if getattr(args, name) is not None:
             config[name] = getattr(args, name)
     params = {field: parse_kvs(getattr(args, option)) for option, field in PARAM_OPTIONS.items()}
+    losses = [parse_spec(spec, first=None) for spec in args.loss]  # jal-ce,a=auto: parameters of that loss
     jobs = [
         Job(dataset=args.dataset, noise=noise, loss=loss, seed=seed, preset=args.preset, model=args.model,
-            method=method, config=config, device=args.device, **params)  # fmt: skip
+            method=method, config=config, device=args.device,
+            **{**params, "loss_params": {**params["loss_params"], **loss_params}})  # fmt: skip
         for noise in args.noise
         for method in args.method
-        for loss in args.loss
+        for loss, loss_params in losses
         for seed in args.seed
     ]
     records = _run_jobs(args, jobs, Path(args.out) if args.out else None)
@@ -286,7 +288,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("run", help="train dataset × noise × loss × seed and report test accuracy")
     p.add_argument("--dataset", default="digits", help="registered dataset (default: digits)")
     p.add_argument("--noise", nargs="+", default=["none"], help="SPEC: none, symmetric:0.4, asymmetric:0.4, ...")
-    p.add_argument("--loss", nargs="+", default=["jal-ce"])
+    p.add_argument("--loss", nargs="+", default=["jal-ce"],
+                   help="NAME[,KEY=VALUE...], e.g. ce jal-ce,a=auto jal-ce,a=10 (a=auto chooses JAL's a for the data)")
     p.add_argument("--preset", help="loss/regularisation preset (default: the dataset recipe's)")
     p.add_argument("--model", help="registered network (default: the dataset recipe's)")
     p.add_argument("--method", nargs="+", default=["erm"], help="training method: erm, co-teaching, cleanlab-prune, ...")

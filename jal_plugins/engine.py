@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from jal_plugins import checks
+from jal_plugins.losses.rows import loss_groups
 from jal_plugins.stack import StackedNet, run_slice
 
 AUGMENTATIONS = ("none", "crop-flip", "crop-flip-rotate")
@@ -241,21 +242,6 @@ class FlatParams:
                 p.grad = view
 
 
-def _loss_groups(losses: list[nn.Module], device) -> list[tuple[slice | torch.Tensor, nn.Module]]:
-    """Runs whose losses are alike (same class and parameters) share one call: (their runs, the loss).
-
-    Runs of a group that sit next to each other are a slice (a view, no gather); the runner orders
-    stacks by loss so that they do.
-    """
-    groups: dict[tuple, list[int]] = {}
-    for r, loss in enumerate(losses):
-        groups.setdefault((type(loss).__module__, type(loss).__qualname__, repr(loss)), []).append(r)
-    runs = list(groups.values())
-    if all(g == list(range(g[0], g[-1] + 1)) for g in runs) and sorted(runs) == runs:
-        return [(slice(g[0], g[-1] + 1), losses[g[0]]) for g in runs]
-    return [(torch.tensor(g, device=device), losses[g[0]]) for g in runs]
-
-
 def _axpy(y: torch.Tensor, a, x: torch.Tensor) -> None:
     """``y += a * x`` for a float or a per-element tensor ``a``."""
     if isinstance(a, float):
@@ -318,7 +304,7 @@ class Stack:
         named = [(n, p) for n, p in self.net.body.named_parameters() if p.requires_grad]
         self.names, self.params = [n for n, _ in named], [p for _, p in named]
         self.flat = FlatParams(self.params, self.runs, momentum)
-        self._groups = _loss_groups(self.losses, self.device)
+        self._groups = loss_groups(self.losses, self.device)
         live = [d is None for d in self.diverged]
         self.live = torch.tensor(live, dtype=torch.float32, device=self.device)
         self._momentum = self._per_run([c.momentum for c in self.configs])
@@ -491,11 +477,14 @@ class Stack:
     def logits(self, data: DeviceData) -> torch.Tensor:
         """Eval-mode fp32 logits ``(R, N, K)`` of every input of ``data``, in order."""
         self.net.eval()
-        out = []
-        for start in range(0, len(data), self.config.eval_batch_size):
-            xb = data.prepare(data.x[start : start + self.config.eval_batch_size])
+        size, out = self.config.eval_batch_size, []
+        for start in range(0, len(data), size):
+            xb = data.prepare(data.x[start : start + size])
+            rows = len(xb)
+            if rows < size:  # every batch the same size: a row's logits never depend on its batch-mates
+                xb = torch.cat([xb, xb.new_zeros(size - rows, *xb.shape[1:])])
             with self._autocast():
-                out.append(self.net(xb.unsqueeze(0).expand(self.runs, *xb.shape)).float())
+                out.append(self.net(xb.unsqueeze(0).expand(self.runs, *xb.shape)).float()[:, :rows])
         return torch.cat(out, 1) if out else torch.empty(self.runs, 0, device=self.device)
 
     def accuracies(self, data: DeviceData) -> list[float]:

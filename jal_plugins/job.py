@@ -139,11 +139,10 @@ def config_for(base: dict, preset: str | None, overrides: dict, loss: str):
     return TrainConfig.from_dict({**base, **preset_regularization(preset, loss), **overrides})
 
 
-def _loss(num_classes: int, preset: str | None, run_loss: str, run_params: dict, name: str):
-    """Loss ``name`` per sample; the run's own parameters apply to the run's loss only."""
+def _loss(num_classes: int, preset: str | None, name: str, **params):
+    """Loss ``name`` per sample, with ``preset`` under ``params``."""
     from jal_plugins import create_loss
 
-    params = run_params if name == run_loss else {}
     return create_loss(name, num_classes, preset=preset, reduction="none", **params)
 
 
@@ -170,9 +169,9 @@ def method_context(*, loss: str, num_classes: int, input_shape: tuple, device, s
         build_model = functools.partial(model, num_classes, in_channels, **params)
     return MethodContext(
         loss, num_classes, device, seed, build_model=build_model,
-        build_loss=functools.partial(_loss, num_classes, preset, loss, dict(loss_params or {})),
-        build_config=functools.partial(config_for, dict(base_config or {}), preset, dict(config or {})),
-        noise_rate=noise_rate, ddp=ddp,
+        build_loss=functools.partial(_loss, num_classes, preset),
+        build_config=functools.partial(config_for, dict(base_config or {}), preset, {}),
+        noise_rate=noise_rate, ddp=ddp, loss_params=dict(loss_params or {}), config_changes=dict(config or {}),
     )  # fmt: skip
 
 
@@ -253,9 +252,16 @@ def validate(job: Job) -> Job:
     from jal_plugins.checks import device
     from jal_plugins.plugins import check_params, host
 
+    from jal_plugins.selection import has_amse, wants_selection
+
     job = job.canonical()
     resolved = job.resolved()
-    create_loss(job.loss, 2, preset=resolved.preset, **job.loss_params)
+    params = dict(job.loss_params)
+    if wants_selection(params):
+        if job.method != "erm" or not has_amse(job.loss, 2, resolved.preset):
+            raise ValueError(f"a=auto chooses the a of an AMSE term with method erm; not for {job.method} {job.loss}")
+        params.pop("a")
+    create_loss(job.loss, 2, preset=resolved.preset, **params)
     check_params(host()["methods"].get(job.method), job.method_params, skip=1)
     name, params = parse_spec(job.noise)
     if name in host()["noise_models"].entries:

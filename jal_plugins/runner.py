@@ -200,7 +200,9 @@ def run_stack(jobs: list[Job], store: ResultStore | None = None, progress: bool 
 # -- planning -----------------------------------------------------------------------------------
 def stack_key(job: Job) -> tuple | None:
     """What runs must share to train in one stack (None: this job trains alone)."""
-    if job.method != "erm":
+    from jal_plugins.selection import wants_selection
+
+    if job.method != "erm" or wants_selection(job.loss_params):  # a=auto stacks its own candidates
         return None
     r = job.resolved()
     config = asdict(r.config)

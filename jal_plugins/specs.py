@@ -30,12 +30,14 @@ def parse_kvs(items) -> dict:
     return dict(parse_kv(item) for item in items or [])
 
 
-def parse_spec(spec: str, first: str = "rate") -> tuple[str, dict]:
-    """``NAME[:VALUE][,KEY=VALUE...]`` -> (name, params); ``VALUE`` fills the parameter ``first``."""
+def parse_spec(spec: str, first: str | None = "rate") -> tuple[str, dict]:
+    """``NAME[:VALUE][,KEY=VALUE...]`` -> (name, params); ``VALUE`` fills the parameter ``first``
+    (``first=None``: the grammar is ``NAME[,KEY=VALUE...]``, as for losses: ``jal-ce,a=auto``)."""
     head, *pairs = str(spec).split(",")
     name, _, value = head.partition(":")
-    if not name.strip():
-        raise ValueError(f"malformed spec {spec!r}: expected NAME[:{first.upper()}][,KEY=VALUE...]")
+    grammar = f"NAME[:{first.upper()}][,KEY=VALUE...]" if first else "NAME[,KEY=VALUE...]"
+    if not name.strip() or (value and first is None):
+        raise ValueError(f"malformed spec {spec!r}: expected {grammar}")
     params = {}
     if value:
         params[first] = parse_value(value)

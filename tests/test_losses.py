@@ -234,3 +234,46 @@ def test_bad_construction(bad):
 def test_wrong_logit_width_names_both_shapes():
     with pytest.raises(ValueError, match=r"\(batch, 10\).*\(4, 5\)"):
         create_loss("ce", 10)(torch.randn(4, 5), torch.zeros(4, dtype=torch.long))
+
+
+# -- several runs' losses in one call (jal_plugins.losses.rows) -------------------------------------
+ROW_GRIDS = [
+    ("jal-ce", [{"a": 5.0}, {"a": 30.0, "beta": 0.5}, {"a": 10.0, "alpha": 2.0}]),
+    ("jal-fl", [{"a": 3.0, "gamma": 0.2}, {"a": 20.0, "gamma": 0.7}]),
+    ("gce", [{"q": 0.3}, {"q": 0.7}, {"q": 0.9}]),
+    ("nce+agce", [{"a": 2.0, "q": 1.5}, {"a": 6.0, "q": 0.5, "beta": 1.0}]),
+    ("nce+aul", [{"a": 3.0, "q": 1.5}, {"a": 6.3, "q": 3.0}]),
+    ("nce+ael", [{"a": 2.0}, {"a": 5.0, "alpha": 0.5}]),
+    ("fl", [{"gamma": 0.0}, {"gamma": 2.0}]),
+    ("mae", [{"scale": 1.0}, {"scale": 2.0}]),
+    ("ngce", [{"q": 0.1}, {"q": 0.7}]),
+    ("sce", [{"alpha": 0.1, "beta": 1.0}, {"alpha": 6.0, "beta": 0.1}]),
+]
+
+
+@pytest.mark.parametrize("name, grid", ROW_GRIDS, ids=[g[0] for g in ROW_GRIDS])
+def test_runs_that_differ_in_row_params_share_one_call_with_equal_values_and_gradients(name, grid):
+    from jal_plugins.losses.rows import RowLoss, loss_groups
+
+    losses = [create_loss(name, 10, reduction="none", **params) for params in grid]
+    assert len(loss_groups(losses, "cpu")) == 1  # one call for every run
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(len(grid) * 6, 10, generator=gen, dtype=torch.float64).requires_grad_()
+    target = torch.randint(0, 10, (len(grid) * 6,), generator=gen)
+    together = RowLoss(losses)(logits, target)
+    (grad_together,) = torch.autograd.grad(together.sum(), logits)
+    alone = torch.cat([loss(logits[i * 6 : (i + 1) * 6], target[i * 6 : (i + 1) * 6]) for i, loss in enumerate(losses)])
+    (grad_alone,) = torch.autograd.grad(alone.sum(), logits)
+    torch.testing.assert_close(together, alone)
+    torch.testing.assert_close(grad_together, grad_alone)
+
+
+def test_losses_that_differ_otherwise_keep_separate_calls():
+    from jal_plugins.losses.rows import loss_groups
+
+    mixed = [create_loss(n, 10, reduction="none", **p) for n, p in
+             [("ce", {}), ("jal-ce", {"a": 5.0}), ("jal-ce", {"a": 9.0}), ("nnce", {"min_prob": 1e-8}), ("nnce", {"min_prob": 1e-7}),
+              ("amse", {"a": 5.0, "q": 2.0}), ("amse", {"a": 5.0, "q": 3.0})]]  # fmt: skip
+    groups = loss_groups(mixed, "cpu")
+    # ce | both jal-ce | nnce 1e-8 | nnce 1e-7 (min_prob is not row-wise) | amse q=2 | amse q=3 (q picks a branch)
+    assert [list(range(len(mixed)))[g] for g, _ in groups] == [[0], [1, 2], [3], [4], [5], [6]]

@@ -15,6 +15,8 @@ class CrossEntropy(Loss):
 class FocalLoss(Loss):
     """``-(1 - sg(p_y))^γ log p_y``: the modulating factor is detached, as in every reference repo."""
 
+    row_params = {"gamma": (-1,)}
+
     def __init__(self, num_classes, *, reduction="mean", gamma=0.5):
         super().__init__(num_classes, reduction)
         self.gamma = number("gamma", gamma, low=0)
@@ -36,6 +38,8 @@ class NormalizedCrossEntropy(Loss):
 class NormalizedFocalLoss(Loss):
     """Focal loss of the label over the focal losses of all classes (factors detached, logs live)."""
 
+    row_params = {"gamma": (-1, 1)}
+
     def __init__(self, num_classes, *, reduction="mean", gamma=0.5):
         super().__init__(num_classes, reduction)
         self.gamma = number("gamma", gamma, low=0)
@@ -50,6 +54,8 @@ class NormalizedFocalLoss(Loss):
 class GeneralizedCrossEntropy(Loss):
     """``(1 - p'_y^q) / q`` with ``p' = clip(p, 1e-8, 1)``."""
 
+    row_params = {"q": (-1,)}
+
     def __init__(self, num_classes, *, reduction="mean", q=0.7):
         super().__init__(num_classes, reduction)
         self.q = number("q", q, low=0, strict_low=True)
@@ -62,6 +68,8 @@ class GeneralizedCrossEntropy(Loss):
 
 class NormalizedGCE(Loss):
     """``(1 - p'_y^q) / (K - Σ_k p'_k^q)`` with ``p' = clip(p, 1e-7, 1)`` (APL/ALFs)."""
+
+    row_params = {"q": (-1, 1)}
 
     def __init__(self, num_classes, *, reduction="mean", q=0.7):
         super().__init__(num_classes, reduction)

@@ -10,6 +10,8 @@ from jal_plugins.losses.base import Loss, number, probs, target_column
 class AsymmetricGCE(Loss):
     """``((a+1)^q - (a+p_y)^q) / q``."""
 
+    row_params = {"a": (-1,), "q": (-1,)}
+
     def __init__(self, num_classes, *, reduction="mean", a=0.6, q=0.6):
         super().__init__(num_classes, reduction)
         self.a = number("a", a, low=0, strict_low=True)
@@ -23,6 +25,8 @@ class AsymmetricGCE(Loss):
 
 class AsymmetricUnhingedLoss(Loss):
     """``((a-p_y)^q - (a-1)^q) / q`` for any number of classes."""
+
+    row_params = {"a": (-1,), "q": (-1,)}
 
     def __init__(self, num_classes, *, reduction="mean", a=5.5, q=3.0):
         super().__init__(num_classes, reduction)
@@ -38,6 +42,8 @@ class AsymmetricUnhingedLoss(Loss):
 class AsymmetricExponentialLoss(Loss):
     """``exp(-p_y / a)``."""
 
+    row_params = {"a": (-1,)}
+
     def __init__(self, num_classes, *, reduction="mean", a=2.5):
         super().__init__(num_classes, reduction)
         self.a = number("a", a, low=0, strict_low=True)
@@ -52,6 +58,8 @@ class AsymmetricMSE(Loss):
 
     The absolute value is taken before the power, so fractional ``q`` never gives NaN.
     """
+
+    row_params = {"a": (-1, 1)}  # q chooses a branch, so it stays one number per call
 
     def __init__(self, num_classes, *, reduction="mean", a=30.0, q=2.0):
         super().__init__(num_classes, reduction)

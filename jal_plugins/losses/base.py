@@ -24,7 +24,12 @@ class Loss(nn.Module):
 
     ``forward`` computes in at least float32 (bf16/fp16 logits are upcast: NCE's normaliser and AMSE
     with a large ``a`` are sensitive to half precision) and applies ``reduction``.
+    ``row_params`` names the hyperparameters ``per_sample`` also accepts as one value per row, with
+    their per-row shape, so a stack can compute runs that differ only in them in one call
+    (``jal_plugins.losses.rows``); such a class keeps every hyperparameter in ``hparams``.
     """
+
+    row_params: dict[str, tuple[int, ...]] = {}
 
     def __init__(self, num_classes: int, reduction: str = "mean"):
         super().__init__()
@@ -58,6 +63,12 @@ class Loss(nn.Module):
 
 class WeightedSum(Loss):
     """``Σ weight_i · loss_i``; since every term is a batch mean, weights multiply the means."""
+
+    row_params = {"weights": (-1,)}
+
+    def structure(self) -> tuple:
+        """Its terms (visited on their own) and the names of its weights: ``hparams`` only describe."""
+        return tuple(self.weights)
 
     def __init__(self, num_classes: int, terms: dict[str, tuple[float, Loss]], reduction: str = "mean", **hparams):
         super().__init__(num_classes, reduction)

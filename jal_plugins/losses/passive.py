@@ -15,6 +15,8 @@ RCE_A = -math.log(1e-4)
 class MeanAbsoluteError(Loss):
     """``scale · (1 - p_y)``; the JAL/ALFs default scale 2 equals ``‖e_y - p‖₁``."""
 
+    row_params = {"scale": (-1,)}
+
     def __init__(self, num_classes, *, reduction="mean", scale=2.0):
         super().__init__(num_classes, reduction)
         self.scale = number("scale", scale, low=0, strict_low=True)

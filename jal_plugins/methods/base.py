@@ -8,7 +8,7 @@ A method factory ``factory(context, **params)`` returns a *learner* with the ``T
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from jal_plugins.engine import Trainer, TrainConfig, seeded_init
@@ -23,18 +23,33 @@ class MethodContext:
     device: object
     seed: int
     build_model: Callable[[], object]
-    build_loss: Callable[[str], object]  # loss name -> loss module with reduction="none"
+    build_loss: Callable[..., object]  # (loss name, **params) -> loss module with reduction="none"
     build_config: Callable[[str], TrainConfig]  # loss name -> recipe with that loss's regularisation
     noise_rate: float | None = None  # the nominal rate when the noise is synthetic, else None
     ddp: bool = False
+    loss_params: dict = field(default_factory=dict)  # the run's own loss parameters (its loss only)
+    config_changes: dict = field(default_factory=dict)  # changes to every config of the run
+
+    def loss_module(self, name: str | None = None):
+        """Loss ``name`` (default: the run's) per sample; the run's parameters apply to its own loss."""
+        name = name or self.loss
+        return self.build_loss(name, **(self.loss_params if name == self.loss else {}))
+
+    def config(self, name: str | None = None, **changes) -> TrainConfig:
+        """The recipe for loss ``name`` (default: the run's) with the run's and then ``changes``' settings."""
+        return replace(self.build_config(name or self.loss), **{**self.config_changes, **changes})
+
+    def vary(self, loss_params: dict | None = None, config: dict | None = None) -> "MethodContext":
+        """The same run with other loss parameters or settings (a candidate of a selection, say)."""
+        return replace(self, loss_params={**self.loss_params, **(loss_params or {})},
+                       config_changes={**self.config_changes, **(config or {})})  # fmt: skip
 
     def parts(self, loss: str | None = None, seed_offset: int = 0, **changes) -> tuple:
         """``(network, loss, config, seed)`` of a fresh run with ``loss`` (default: the run's) and config
         ``changes``: what a ``Trainer`` or one slot of a ``Stack`` is built from."""
         name = loss or self.loss
         seed = self.seed + seed_offset
-        config = replace(self.build_config(name), **changes)
-        return seeded_init(seed, self.build_model), self.build_loss(name), config, seed
+        return seeded_init(seed, self.build_model), self.loss_module(name), self.config(name, **changes), seed
 
     def trainer(self, loss: str | None = None, seed_offset: int = 0, **changes) -> Trainer:
         """A fresh network and optimiser for ``loss`` (default: the run's), with config ``changes``."""

@@ -39,8 +39,8 @@ class CrossFit:
 
     def __init__(self, context, folds: int, loss: str = "ce", epochs: int | None = None):
         self.context, self.folds, self.loss = context, check_folds(folds), loss
-        context.build_loss(loss)  # an unknown loss fails now, not after the first fold
-        self.epochs_per_fold = epochs or context.build_config(loss).epochs
+        context.loss_module(loss)  # an unknown loss fails now, not after the first fold
+        self.epochs_per_fold = epochs or context.config(loss).epochs
         self.fold = 0
         self.trainer = None
         self.probs: np.ndarray | None = None

@@ -1,0 +1,290 @@
+"""Choosing JAL's ``a`` (with β and the weight decay) for the data at hand, and calibrating probabilities.
+
+``a="auto"`` trains a grid of candidates (``registry.toml`` ``[selection.amse]``: values of ``a``, each
+with a few settings of β and weight decay) as ONE stack on a stratified 80 % of the given, noisy
+labels, and keeps the candidate with the best accuracy on the held-out 20 % of those same noisy
+labels. When the clean class dominates every row of the noise (the condition JAL's guarantee needs),
+the classifier that best predicts the noisy labels is the one that best predicts the clean ones, so
+noisy held-out accuracy ranks candidates correctly; a candidate whose training collapses (``a`` too
+large) ranks last, one that diverges is dropped. The winning settings are then trained on all the
+data: measured on digits, refitting gains about a point over keeping the winner trained on 80 %.
+
+The held-out split also calibrates: one temperature ``τ ≥ 1`` for the logits, fitted by the
+likelihood of the held-out labels agreeing with the predictions, through the noise matrix ``T`` that
+cleanlab's confident joint estimates on the same split (``fit_temperature``). Fitting ``τ`` to the
+noisy labels directly would calibrate the model for predicting *noisy* labels (far too unsure of
+the clean class under heavy noise); through ``T`` it is calibrated for the clean ones. The refit
+model keeps that temperature.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from jal_plugins.registry import load
+
+HOLDOUT = 0.2
+AUTO = "auto"
+
+
+def wants_selection(loss_params: dict | None) -> bool:
+    return (loss_params or {}).get("a") == AUTO
+
+
+def has_amse(loss: str, num_classes: int, preset: str | None = None) -> bool:
+    """Whether ``loss`` has an AMSE term, whose ``a`` a selection can choose."""
+    from jal_plugins import create_loss
+    from jal_plugins.losses.asymmetric import AsymmetricMSE
+
+    return any(isinstance(m, AsymmetricMSE) for m in create_loss(loss, num_classes, preset=preset).modules())
+
+
+def candidates(loss_params: dict, config: dict) -> list[dict]:
+    """The ``a="auto"`` grid: ``[{"loss_params": ..., "config": ...}]``; explicit settings are kept."""
+    grid = load().get("selection", {}).get("amse", {})
+    fixed = {k: v for k, v in loss_params.items() if k != "a"}
+    out = []
+    for a in grid.get("a", [2, 4, 8, 16, 32, 64]):
+        for variant in grid.get("variants", [{}]):
+            params = {**{k: v for k, v in variant.items() if k in ("alpha", "beta")}, **fixed, "a": float(a)}
+            changes = {k: v for k, v in variant.items() if k in ("weight_decay", "l1") and k not in config}
+            candidate = {"loss_params": params, "config": changes}
+            if candidate not in out:
+                out.append(candidate)
+    return out
+
+
+def holdout_split(labels: np.ndarray, seed: int, fraction: float = HOLDOUT) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified, seeded ``(train rows, held-out rows)`` split: ``fraction`` of the rows, and at least
+    one of every class; a class with a single sample cannot be both trained on and held out."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(
+            f"a='auto' and calibrate=True hold out part of the labels, so every class needs at least 2 samples; "
+            f"class {classes[counts.argmin()]} has 1. Give a number instead (loss_params={{'a': 30}}, "
+            "calibrate=False) or more data"
+        )
+    held = max(round(fraction * len(labels)), len(classes))
+    split = StratifiedShuffleSplit(1, test_size=held, random_state=seed)
+    train, held = next(split.split(np.zeros(len(labels)), labels))
+    return np.sort(train), np.sort(held)
+
+
+def noise_matrix(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:
+    """Row-stochastic ``T[true, noisy]`` from cleanlab's confident joint (identity if it cannot say)."""
+    from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
+
+    from jal_plugins.noise import from_cleanlab
+
+    if len(np.unique(labels)) < num_classes:
+        return np.eye(num_classes)
+    try:
+        _, matrix, _, _ = estimate_py_and_noise_matrices_from_probabilities(labels, probs)
+        return from_cleanlab(matrix)
+    except (ValueError, ZeroDivisionError, FloatingPointError):
+        return np.eye(num_classes)
+
+
+def fit_temperature(logits: torch.Tensor, labels: np.ndarray, transition: np.ndarray) -> float:
+    """The temperature ``τ ≥ 1`` under which the top-label confidences best explain the noisy ``labels``.
+
+    A held-out label agrees with the prediction ``c`` with probability ``conf·T[c, c] + (1 − conf)·t̄_c``
+    (``t̄_c``: the mean chance that another class is labelled ``c``); ``τ`` maximises the likelihood of
+    the observed agreements. Only the top label enters, as it does in the calibration error and in
+    most uses of probabilities; the whole vector through ``T`` would reward one-hot predictions under
+    symmetric noise, whatever the truth. ``τ`` only softens: the noise matrix estimated from the
+    model's own held-out predictions understates its diagonal (measured: 0.41 for 0.62 with CE, 0.39
+    for 0.43 with JAL-CE at 60 % noise), and an overstated noise level would make any fit sharpen.
+    """
+    from scipy.optimize import minimize_scalar
+
+    z = logits.detach().double().cpu()
+    pred = z.argmax(1).numpy()
+    agree = pred == np.asarray(labels)
+    t = np.asarray(transition, dtype=np.float64)
+    diag = t[pred, pred]
+    other = (t[:, pred].sum(0) - diag) / max(t.shape[0] - 1, 1)
+
+    def nll(log_tau: float) -> float:
+        confidence = torch.softmax(z / math.exp(log_tau), 1).max(1).values.numpy()
+        p = np.clip(confidence * diag + (1 - confidence) * other, 1e-12, 1 - 1e-12)
+        return -float(np.sum(np.where(agree, np.log(p), np.log1p(-p))))
+
+    return float(math.exp(minimize_scalar(nll, bounds=(0.0, math.log(50.0)), method="bounded").x))
+
+
+class HeldOut:
+    """A learner: candidates on 80 % of the labels, the best on the held-out 20 %, refit on all of them.
+
+    ``candidates`` are variants of the run (``{"loss_params": ..., "config": ...}``); with the ``erm``
+    method they train as one stack, and one candidate (a fixed ``a``) only calibrates. Another
+    ``method`` trains its single candidate with that method. ``epochs`` counts both phases; the
+    state (the stack's runs, the split's scores, the refit) checkpoints like any learner's.
+    """
+
+    def __init__(self, context, candidates: list[dict], method: str = "erm", method_params: dict | None = None,
+                 calibrate: bool = True):  # fmt: skip
+        if method != "erm" and len(candidates) > 1:
+            raise ValueError(f"a='auto' chooses a with method erm; method {method!r} needs a number (e.g. a=30)")
+        self.context, self.candidates = context, candidates
+        self.method, self.method_params, self.calibrate = method, dict(method_params or {}), calibrate
+        self.phase = "select"
+        self.stack = self._stack() if method == "erm" else None
+        self.single = None if method == "erm" else self._learner(candidates[0])
+        self.select_epochs = self.stack.epochs if self.stack is not None else self.single.epochs
+        self.final = None
+        self.scores: list[float | None] | None = None
+        self.chosen: int | None = None
+        self.temperature = 1.0
+        self.noise = None
+        self.history: list[dict] = []
+        self._rows = None
+
+    # -- building runs --------------------------------------------------------------------------
+    def _context(self, candidate: dict):
+        return self.context.vary(candidate["loss_params"], candidate["config"])
+
+    def _stack(self):
+        from jal_plugins.engine import Stack
+
+        parts = [self._context(c).parts() for c in self.candidates]
+        models, losses, configs, seeds = zip(*parts)
+        return Stack(models, losses, configs, seeds, self.context.device)
+
+    def _learner(self, candidate: dict):
+        from jal_plugins import create_method
+
+        return create_method(self.method, self._context(candidate), **self.method_params)
+
+    # -- the learner interface ------------------------------------------------------------------
+    @property
+    def epochs(self) -> int:
+        return 2 * self.select_epochs
+
+    @property
+    def epoch(self) -> int:
+        if self.phase == "select":
+            return self.stack.epoch if self.stack is not None else self.single.epoch
+        return self.select_epochs + (self.final.epoch if self.final is not None else 0)
+
+    @property
+    def model(self):
+        return self._active_model()
+
+    def _active_model(self):
+        if self.final is not None:
+            return self.final.model
+        return self.stack.net.body if self.stack is not None else self.single.model
+
+    def train_epoch(self, data, rank: int = 0, world: int = 1) -> dict:
+        if world > 1:
+            raise ValueError("a='auto' and calibration train on one device; run without torchrun")
+        if self.phase == "select":
+            stats = self._select_epoch(data)
+            if self.epoch == self.select_epochs:
+                self._choose(data)
+        else:
+            stats = self.final.train_epoch(data)
+        self.history.append(stats)
+        return stats
+
+    def _split(self, data):
+        if self._rows is None:
+            self._rows = holdout_split(data.y.cpu().numpy(), self.context.seed)
+        return self._rows
+
+    def _select_epoch(self, data) -> dict:
+        train, _ = self._split(data)
+        if self.single is not None:
+            return dict(self.single.train_epoch(data.subset(train)), phase="select")
+        rows = [torch.as_tensor(train, device=data.y.device)] * self.stack.runs
+        weights = None if data.w is None else data.w.expand(self.stack.runs, -1)
+        stats = self.stack.train_epoch(data, weights=weights, rows=rows)
+        live = [s for s in stats if s is not None]
+        if not live:
+            raise ValueError(f"every a='auto' candidate diverged by epoch {self.stack.epoch}; use a smaller lr")
+        best = min(live, key=lambda s: s["train_loss"])
+        return {**best, "phase": "select", "candidates": len(live)}
+
+    def _held_logits(self, data) -> torch.Tensor:
+        _, held = self._split(data)
+        part = data.subset(held)
+        if self.single is not None:
+            return self.single.logits(part).unsqueeze(0)
+        return self.stack.logits(part)
+
+    def _choose(self, data) -> None:
+        _, held = self._split(data)
+        labels = data.y[torch.as_tensor(held, device=data.y.device)]
+        logits = self._held_logits(data)
+        accuracy = (logits.argmax(2) == labels).float().mean(1).tolist()
+        diverged = self.stack.diverged if self.stack is not None else [None]
+        self.scores = [None if d else a for a, d in zip(accuracy, diverged)]
+        for i, d in enumerate(diverged):
+            if d:
+                warnings.warn(f"a='auto' candidate {self.candidates[i]['loss_params']} diverged ({d}); dropped", stacklevel=2)
+        self.chosen = max((i for i, s in enumerate(self.scores) if s is not None), key=lambda i: self.scores[i])
+        winner = logits[self.chosen]
+        if self.calibrate:
+            y = labels.cpu().numpy()
+            probs = torch.softmax(winner.double(), 1).cpu().numpy()
+            self.noise = noise_matrix(y, probs, probs.shape[1])
+            self.temperature = fit_temperature(winner, y, self.noise)
+        self.phase = "refit"
+        self.stack = self.single = None  # the candidates are done; the winner's settings train on all rows
+        self.final = self._learner(self.candidates[self.chosen])
+
+    def logits(self, data):
+        if self.final is not None:
+            return self.final.logits(data)
+        return self.stack.logits(data)[0] if self.stack is not None else self.single.logits(data)
+
+    def accuracy(self, data) -> float:
+        return (self.logits(data).argmax(1) == data.y).float().mean().item()
+
+    def to(self, device):
+        from dataclasses import replace
+
+        for part in (self.stack, self.single, self.final):
+            if part is not None:
+                part.to(device)
+        self.context = replace(self.context, device=torch.device(device))
+        return self
+
+    def info(self) -> dict:
+        chosen = None if self.chosen is None else self.candidates[self.chosen]
+        return {
+            "chosen": chosen, "held_out_accuracy": self.scores, "candidates": self.candidates,
+            "temperature": self.temperature, "noise_matrix": None if self.noise is None else self.noise.tolist(),
+        }  # fmt: skip
+
+    def state_dict(self) -> dict:
+        state = {"phase": self.phase, "scores": self.scores, "chosen": self.chosen, "temperature": self.temperature,
+                 "history": self.history, "noise": None if self.noise is None else torch.as_tensor(self.noise)}  # fmt: skip
+        if self.stack is not None:
+            state["stack"] = [self.stack.run_state(r) for r in range(self.stack.runs)]
+        for name in ("single", "final"):
+            if getattr(self, name) is not None:
+                state[name] = getattr(self, name).state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.phase, self.scores, self.chosen = state["phase"], state["scores"], state["chosen"]
+        self.temperature, self.history = state["temperature"], list(state["history"])
+        self.noise = None if state.get("noise") is None else state["noise"].numpy()
+        if self.phase == "select":
+            if self.stack is not None:
+                self.stack.load_states(state["stack"])
+            else:
+                self.single.load_state_dict(state["single"])
+        else:
+            self.stack = self.single = None
+            self.final = self._learner(self.candidates[self.chosen])
+            self.final.load_state_dict(state["final"])

@@ -1,0 +1,160 @@
+"""a="auto": JAL's a chosen on held-out noisy labels (candidates as one stack), and calibration."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+
+from jal_plugins import JALClassifier, create_noise_model
+from jal_plugins.engine import DeviceData
+from jal_plugins.job import method_context
+from jal_plugins.selection import HeldOut, candidates, fit_temperature, holdout_split
+
+
+@pytest.fixture(scope="module")
+def noisy_digits():
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    idx = np.random.default_rng(0).permutation(len(y))
+    test, train = idx[:500], idx[500:]
+    noisy = create_noise_model("symmetric", rate=0.4, exact=False).apply(y[train], 10, seed=0)
+    return x[train], noisy, y[train], x[test], y[test]
+
+
+def _ece(probs, labels, bins=15):
+    confidence, correct = probs.max(1), probs.argmax(1) == labels
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    return sum(abs(correct[index == b].mean() - confidence[index == b].mean()) * (index == b).mean()
+               for b in range(bins) if (index == b).any())  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chosen(noisy_digits):
+    x, noisy, *_ = noisy_digits
+    return JALClassifier(random_state=0, epochs=30).fit(x, noisy)
+
+
+def test_the_default_estimator_chooses_a_among_its_candidates(chosen, noisy_digits):
+    x, noisy, _, x_test, y_test = noisy_digits
+    grid = candidates({"a": "auto"}, {})
+    assert chosen.candidates_ == grid and len(chosen.selection_scores_) == len(grid)
+    best = int(np.argmax(chosen.selection_scores_))
+    assert chosen.a_ == grid[best]["loss_params"]["a"] and chosen.beta_ == grid[best]["loss_params"].get("beta")
+    assert chosen.score(x_test, y_test) > 0.85
+    plain = JALClassifier(random_state=0, epochs=30, loss_params={"a": chosen.a_, "beta": chosen.beta_},
+                          weight_decay=chosen.weight_decay_, calibrate=False).fit(x, noisy)  # fmt: skip
+    # the refit is the chosen candidate trained on all the data: the same network as a plain fit with it
+    np.testing.assert_array_equal(plain.predict(x_test), chosen.predict(x_test))
+
+
+def test_calibration_brings_confidence_in_line_with_the_clean_labels(chosen, noisy_digits):
+    x, noisy, _, x_test, y_test = noisy_digits
+    probs = chosen.predict_proba(x_test)
+    assert probs.dtype == np.float64 and np.allclose(probs.sum(1), 1) and chosen.noise_matrix_.shape == (10, 10)
+    assert _ece(probs, y_test) <= 0.05
+    # with a fixed a = 32 and no weight decay the network is sure of its mistakes: calibration must soften
+    # it, without changing what it predicts
+    sure = JALClassifier(loss_params={"a": 32}, random_state=0).fit(x, noisy)
+    probs = sure.predict_proba(x_test)
+    raw = torch.softmax(torch.as_tensor(np.log(probs)) * sure.temperature_, 1).numpy()  # undo τ
+    assert sure.temperature_ > 1.2 and _ece(probs, y_test) < 0.8 * _ece(raw, y_test)
+    np.testing.assert_array_equal(probs.argmax(1), raw.argmax(1))
+
+
+def test_auto_is_clone_safe_deterministic_and_pickles(chosen, noisy_digits):
+    x, noisy, _, x_test, _ = noisy_digits
+    again = clone(chosen).fit(x, noisy)
+    assert again.a_ == chosen.a_ and again.temperature_ == chosen.temperature_
+    np.testing.assert_array_equal(again.predict_proba(x_test), chosen.predict_proba(x_test))
+    assert "a_" not in clone(chosen).__dict__
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(chosen)).predict_proba(x_test), chosen.predict_proba(x_test))
+
+
+def test_temperature_fitted_through_the_noise_softens_an_overconfident_model_only():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, 3, (4000,), generator=gen)
+    logits = torch.randn(4000, 3, generator=gen) + 3.0 * torch.nn.functional.one_hot(clean, 3)  # calibrated at τ=1
+    torch.manual_seed(0)
+    truth = torch.distributions.Categorical(logits=logits).sample()
+    t = np.array([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6]])
+    noisy = np.array([np.random.default_rng(i).choice(3, p=t[c]) for i, c in enumerate(truth.tolist())])
+    assert fit_temperature(2.5 * logits, noisy, t) == pytest.approx(2.5, rel=0.15)  # undoes the overconfidence
+    assert fit_temperature(logits, noisy, t) == pytest.approx(1.0, abs=0.15)
+    assert fit_temperature(logits / 2.5, noisy, t) == pytest.approx(1.0, abs=0.05)  # never sharpens
+
+
+def test_too_few_samples_for_a_held_out_split_names_the_fix():
+    x = np.random.default_rng(0).normal(size=(9, 3))
+    with pytest.raises(ValueError, match=r"class 2 has 1.*loss_params=\{'a': 30\}, calibrate=False"):
+        JALClassifier(epochs=2).fit(x, [0, 0, 0, 0, 1, 1, 1, 1, 2])
+    JALClassifier(epochs=2, loss_params={"a": 30}, calibrate=False).fit(x, [0, 0, 0, 0, 1, 1, 1, 1, 2])
+    train, held = holdout_split(np.array([0] * 8 + [1] * 3), seed=0)
+    assert set(np.r_[train, held]) == set(range(11)) and {0, 1} <= set(np.array([0] * 8 + [1] * 3)[held])
+
+
+@pytest.mark.parametrize("bad, fragment", [({"calibrate": "yes"}, "calibrate='yes'"), ({"loss_params": {"a": 0.5}}, "a=0.5")])
+def test_bad_settings_are_named(noisy_digits, bad, fragment):
+    x, noisy, *_ = noisy_digits
+    with pytest.raises(ValueError, match=fragment):
+        JALClassifier(epochs=1, **bad).fit(x[:200], noisy[:200])
+
+
+def test_partial_fit_keeps_a_fixed_and_refuses_an_explicit_auto(noisy_digits):
+    x, noisy, *_ = noisy_digits
+    online = JALClassifier(random_state=0, classes=list(range(10))).partial_fit(x, noisy)
+    assert online.temperature_ == 1.0 and not hasattr(online, "a_")
+    with pytest.raises(ValueError, match="partial_fit"):
+        JALClassifier(loss_params={"a": "auto"}, classes=list(range(10))).partial_fit(x, noisy)
+
+
+def _learner(noisy_digits, grid):
+    x, noisy, *_ = noisy_digits
+    context = method_context(loss="jal-ce", num_classes=10, input_shape=(64,), device=torch.device("cpu"), seed=0,
+                             loss_params={"a": "auto"}, base_config={"epochs": 4, "batch_size": 64, "lr": 0.05})  # fmt: skip
+    return HeldOut(context, grid), DeviceData(x.astype(np.float32), noisy, "cpu")
+
+
+def test_a_diverging_candidate_is_dropped_with_a_warning_and_all_diverging_is_an_error(noisy_digits):
+    grid = [{"loss_params": {"a": 8.0}, "config": {}}, {"loss_params": {"a": 16.0}, "config": {"lr": 1e9, "clip": None}}]
+    learner, data = _learner(noisy_digits, grid)
+    with pytest.warns(UserWarning, match="diverged"):
+        while learner.epoch < learner.epochs:
+            learner.train_epoch(data)
+    assert learner.info()["chosen"] == grid[0] and learner.info()["held_out_accuracy"][1] is None
+    doomed, data = _learner(noisy_digits, [dict(grid[1], loss_params={"a": a}) for a in (4.0, 8.0)])
+    with pytest.raises(ValueError, match="every a='auto' candidate diverged"):
+        doomed.train_epoch(data)
+
+
+@pytest.mark.parametrize("stop", [2, 6])  # inside the selection, inside the refit
+def test_a_selection_resumes_from_a_checkpoint_as_if_never_stopped(noisy_digits, tmp_path, stop):
+    grid = candidates({"a": "auto"}, {})[:3]
+    whole, data = _learner(noisy_digits, grid)
+    while whole.epoch < whole.epochs:
+        whole.train_epoch(data)
+    first, _ = _learner(noisy_digits, grid)
+    while first.epoch < stop:
+        first.train_epoch(data)
+    torch.save(first.state_dict(), tmp_path / "checkpoint.pt")
+    resumed, _ = _learner(noisy_digits, grid)
+    resumed.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True))
+    assert resumed.epoch == stop
+    while resumed.epoch < resumed.epochs:
+        resumed.train_epoch(data)
+    assert resumed.info()["chosen"] == whole.info()["chosen"]
+    torch.testing.assert_close(resumed.logits(data), whole.logits(data))
+
+
+def test_the_runner_records_what_auto_chose(cli, tmp_path):
+    out = cli("run", "--model", "mlp", "--noise", "symmetric:0.4,exact=false", "--loss", "jal-ce,a=auto", "--epochs", "3",
+              "--out", tmp_path, "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (record,) = json.loads(out.stdout)
+    assert record["loss_params"]["a"] == "auto" and record["method_info"]["chosen"]["loss_params"]["a"] > 1
+    assert record["epochs"] == 3 and len(json.loads(next(tmp_path.glob("runs/*/curve.json")).read_text())) == 6
+    refused = cli("run", "--loss", "ce,a=auto", "--epochs", "1")
+    assert refused.returncode == 2 and "a=auto" in refused.stderr and "ce" in refused.stderr
