@@ -3,6 +3,9 @@
 Compatible ``erm`` jobs (same data, network, epochs, batch size and augmentation) train as stacks of
 runs in one forward/backward pass; each run keeps its own checkpoint, curve and record, exactly as a
 run trained alone would, so a stack can be interrupted and resumed in any other grouping.
+
+A stack or a single run is a unit of work (``train_unit``: claim, train, record); an executor
+(``jal_plugins.executors``) decides where units train: this machine's processes, or a Ray cluster.
 """
 
 from __future__ import annotations
@@ -340,15 +343,15 @@ def run_jobs(jobs: list[Job], out: Path | None = None, progress: bool = False, w
     if tensorboard:
         curves.require(out)
     jobs = plan(jobs, log)
+    out = Path(out).resolve() if out else None  # the same folder for processes in other folders, or on other nodes
     store = ResultStore(out) if out else None
     done = store.records() if store else {}
     pending = [job for job in jobs if job.key() not in done]
     if pending:
         with executors.create(executor, workers, address, pending, out, log, progress) as ex:
             positions, notes = ex.remote(plan_units)(pending, stack, ex.slots)
-            for note in notes:
-                if log:
-                    log(note)
+            for note in notes if log else []:
+                log(note)
             train = functools.partial(train_unit, out=out, progress=progress and ex.local, tensorboard=tensorboard,
                                       trainer=ex.remote(train_runs))  # fmt: skip
             results: dict[str, dict | None] = {}

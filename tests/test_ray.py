@@ -153,7 +153,7 @@ def test_ray_records_and_curves_equal_the_local_executors(cluster, tmp_path, cli
 def test_killed_worker_is_retried_and_resumes(cluster, tmp_path, ray_env):
     out = tmp_path / "run"
     args = ["run", "--model", "mlp", "--loss", "ce", "jal-ce", "--epochs", "200", "--stack", "2", "--tensorboard",
-            "--out", out, "--executor", "ray", "--address", cluster["client"]]  # fmt: skip
+            "--out", out, "--executor", "ray", "--address", cluster["address"]]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "jal_plugins", *map(str, args)], env=ray_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     _wait(lambda: len(h := _histories(out)) == 2 and min(map(len, h.values())) >= 3, what="two checkpoints")
@@ -178,7 +178,7 @@ def test_killed_worker_is_retried_and_resumes(cluster, tmp_path, ray_env):
 def test_killed_driver_rerun_records_nothing_twice(cluster, tmp_path, ray_env):
     out = tmp_path / "grid"
     args = ["run", "--model", "mlp", "--loss", "ce", "gce", "jal-ce", "--epochs", "100", "--stack", "1", "--out", out,
-            "--executor", "ray"]  # fmt: skip
+            "--executor", "ray", "--workers", "1"]  # fmt: skip
     env = {**ray_env, "RAY_ADDRESS": cluster["address"]}  # --address auto joins RAY_ADDRESS
     command = [sys.executable, "-m", "jal_plugins", *map(str, args)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -195,12 +195,21 @@ def test_killed_driver_rerun_records_nothing_twice(cluster, tmp_path, ray_env):
     _wait(lambda: not _task_pids(cluster), seconds=60, what="Ray to end the dead driver's tasks")
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
+    assert "1 task(s) at a time" in again.stderr  # --workers caps the tasks in flight
     records = _records(out)
     assert len(records) == 3 and (out / "results.jsonl").read_text().startswith(text)
     for name, history in before.items():
         curve = json.loads((out / "runs" / name / "curve.json").read_text())
         assert [c["epoch"] for c in curve] == list(range(1, 101))
         assert curve[: len(history)] == history  # resumed from its checkpoint: at most one epoch lost
+
+
+def test_ray_client_address(cluster, tmp_path, cli, ray_env):
+    out = cli("run", "--model", "mlp", "--loss", "ce", "--epochs", "2", "--executor", "ray", "--address", cluster["client"],
+              "--json", "--out", tmp_path, env=ray_env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (record,) = json.loads(out.stdout)
+    assert _records(tmp_path) == {record["run_id"]: record}
 
 
 def test_auto_starts_a_local_cluster_when_none_runs(tmp_path, cli, ray_env):
