@@ -16,9 +16,10 @@ executor only decides where the training part happens:
 Checkpoints, curves and TensorBoard files go to ``--out`` on a filesystem every node mounts (what
 Ray on Slurm or Kubernetes usually has: a home, scratch or persistent volume); they are not sent
 through the driver. A retried task then finds its checkpoint on whatever node it lands, the
-per-epoch checkpoints of every run (weights and momentum: 13 MB for cnn8, 163 MB for the CIFAR-100
-ResNet-34) never queue on the driver's link, and a killed driver loses nothing the tasks wrote. The driver leaves a marker file in ``--out``;
-a task that cannot see it says ``--out`` is not shared instead of training without checkpoints.
+per-epoch checkpoints of every run (weights and momentum: 13 MB for cnn8, 170 MB for the CIFAR-100
+ResNet-34) never queue on the driver's link, and a killed driver loses nothing the tasks wrote.
+The driver leaves a marker file in ``--out``; a task that cannot see it says ``--out`` is not
+shared instead of training without checkpoints.
 
 Failures: a task whose worker or node dies is retried by Ray (``MAX_RETRIES``) and resumes from its
 last checkpoint. A killed driver takes its tasks with it (Ray ends a job's tasks with its driver)
@@ -207,8 +208,8 @@ def _answers(address: str, what: str) -> None:
 
 
 def _connect(address: str | None):
-    """``ray``, initialised: connected to the named cluster, else the way ``ray.init()`` does it (a
-    running local cluster, or a new one). True as well when this call initialised it."""
+    """(``ray`` initialised, whether this call initialised it): connected to the named cluster, else
+    the way ``ray.init()`` does it (a running local cluster, or a new one)."""
     named, what = _named(address)
     if named is not None:
         _answers(named, what)
@@ -316,7 +317,8 @@ class Ray:
             self.marker = self.out / f".ray-driver-{uuid.uuid4().hex[:12]}"
             self.marker.touch()
         if self.log:
-            self.log(f"ray: {cpus} CPUs, {gpus} GPUs; {self.slots} task(s) at a time, each on 1 {'GPU' if gpu else 'CPU'}")
+            each = "GPU" if gpu else "CPU"
+            self.log(f"ray: {cpus} CPUs, {gpus} GPUs; {self.slots} task(s) at a time, each on 1 {each}")
 
     def __exit__(self, *exc):
         if self.marker is not None:

@@ -289,7 +289,8 @@ def plan_units(jobs: list[Job], stack, slots: int) -> tuple[list[list[int]], lis
 
 
 # -- execution ------------------------------------------------------------------------------------
-def train_runs(jobs: list[Job], out: Path | None = None, progress: bool = False, tensorboard: bool = False) -> list[dict]:
+def train_runs(jobs: list[Job], out: Path | None = None, progress: bool = False,
+               tensorboard: bool = False) -> list[dict]:  # fmt: skip
     """Train one unit here (a run, or a stack of compatible ``erm`` runs) with a checkpoint every epoch
     under ``out``, resuming from the last; the records, which the caller writes."""
     store = ResultStore(out) if out else None

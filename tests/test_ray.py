@@ -146,7 +146,8 @@ def test_ray_records_and_curves_equal_the_local_executors(cluster, tmp_path, cli
         assert set(tags) == {"loss/train", "accuracy/train", "accuracy/test", "lr"}
         assert all([step for step, _ in values] == [1, 2, 3] for values in tags.values())
         assert tags["accuracy/test"][-1][1] == pytest.approx(got[run_id]["test_accuracy"], abs=1e-6)
-    names = {p.parent.relative_to(tmp_path / "ray" / "tensorboard").as_posix() for p in (tmp_path / "ray").glob("tensorboard/**/.jal-run-id")}
+    root = tmp_path / "ray" / "tensorboard"
+    names = {p.parent.relative_to(root).as_posix() for p in root.glob("**/.jal-run-id")}
     assert "digits/symmetric:0.4,exact=false/jal-ce/co-teaching/1" in names and len(names) == 8
 
 
@@ -170,7 +171,7 @@ def test_killed_worker_is_retried_and_resumes(cluster, tmp_path, ray_env):
         curve = json.loads((run_dir / "curve.json").read_text())
         assert [c["epoch"] for c in curve] == list(range(1, 201))
         assert 3 <= len(before[run_dir.name]) < 200  # killed mid-run ...
-        assert curve[: len(before[run_dir.name])] == before[run_dir.name]  # ... and resumed (same seconds), not retrained
+        assert curve[: len(before[run_dir.name])] == before[run_dir.name]  # ... and resumed (same seconds)
     for tags in _scalars(out).values():  # the retry rewrote the curves: every epoch once
         assert all([step for step, _ in values] == list(range(1, 201)) for values in tags.values())
 
@@ -184,7 +185,7 @@ def test_killed_driver_rerun_records_nothing_twice(cluster, tmp_path, ray_env):
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def some_recorded_some_half_done():
-        recorded = {r["run_id"] for r in read_records(out / "results.jsonl")} if (out / "results.jsonl").exists() else set()
+        recorded = {r["run_id"] for r in read_records(out / "results.jsonl")}
         half = [name for name, h in _histories(out).items() if h and not any(name.endswith(k) for k in recorded)]
         return recorded and half
 
@@ -265,3 +266,15 @@ def test_a_missing_extra_says_how_to_install_it(module, args, hint, tmp_path, en
                          env=env, timeout=120)  # fmt: skip
     _one_line(out, hint)
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_a_tensorboard_name_belongs_to_one_run(tmp_path):
+    from jal_plugins import curves
+    from jal_plugins.job import Job
+
+    first, other = (Job(loss="jal-ce", config={"lr": lr}).canonical() for lr in (0.01, 0.02))
+    folder = curves.log_dir(tmp_path, first)
+    assert folder == tmp_path / "digits/none/jal-ce/erm/0" and curves.log_dir(tmp_path, first) == folder
+    assert curves.log_dir(tmp_path, other) == tmp_path / f"digits/none/jal-ce/erm/0@{other.key()}"
+    name = curves.run_name(Job(noise="label-file,path=/data/idn.npz").canonical())
+    assert name.split("/")[1] == "label-file,path=_data_idn.npz"  # a path inside a noise spec is no folder
