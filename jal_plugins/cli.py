@@ -153,13 +153,17 @@ def _run_jobs(args, jobs, out: Path | None):
     from jal_plugins.runner import run_jobs
 
     progress = not args.json and sys.stderr.isatty()
-    return run_jobs(jobs, out, progress=progress, workers=_workers(args), stack=args.stack, log=_log)
+    return run_jobs(jobs, out, progress=progress, workers=_workers(args), stack=args.stack, log=_log,
+                    executor=args.executor, address=args.address, tensorboard=args.tensorboard)  # fmt: skip
 
 
-def _workers(args) -> int:
-    """``--workers``, or one process per core when training on the CPU."""
-    if args.workers:
+def _workers(args) -> int | None:
+    """``--workers``; by default the command's own count, or one process per core when training on
+    the CPU; under Ray, the cluster decides (None)."""
+    if args.workers or args.executor == "ray":
         return args.workers
+    if args.local_workers:
+        return args.local_workers
     return (os.cpu_count() or 1) if checks.device(args.device).type == "cpu" else 1
 
 
@@ -252,12 +256,24 @@ def _training_options(p, out_help: str, out_default=None, workers_default=None) 
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default=out_default, help=out_help)
     default = "one per core on the CPU, 1 on a GPU" if workers_default is None else workers_default
-    p.add_argument("--workers", type=positive_int, default=workers_default,
-                   help=f"processes training at once, each one stack or run at a time (default: {default})")
+    p.add_argument("--workers", type=positive_int,
+                   help=f"processes training at once, each one stack or run at a time (default: {default}); "
+                        "with --executor ray, the most Ray tasks at once (default: the cluster's CPUs, or GPUs "
+                        "for GPU runs)")  # fmt: skip
+    p.set_defaults(local_workers=workers_default)
     p.add_argument("--stack", type=stack_size, default="auto", metavar="N|auto",
                    help="train up to N compatible runs (same data, network, epochs, batch size) in one "
                         "forward/backward pass; auto (default) times the network and picks the fastest size, "
                         "1 trains every run alone. With --workers, each process trains its own stacks")  # fmt: skip
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local (default): this machine's processes; ray: one Ray task per stack or run, on the "
+                        "cluster at --address (pip install 'jal-plugins[ray]'; --out must be shared by its nodes)")
+    p.add_argument("--address", metavar="auto|HOST:PORT|ray://HOST:PORT",
+                   help="with --executor ray: the cluster; auto (default) joins RAY_ADDRESS or a cluster started "
+                        "here with `ray start --head`, else starts a local one")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write each run's loss, accuracies and learning rate per epoch to OUT/tensorboard "
+                        "(pip install 'jal-plugins[tensorboard]')")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
 
 
@@ -321,7 +337,7 @@ def build_parser() -> Parser:
     return parser
 
 
-EXPECTED = (ValueError, KeyError, TypeError, OSError, LookupError, UsageError)
+EXPECTED = (ValueError, KeyError, TypeError, OSError, LookupError, ImportError, UsageError)
 
 
 def _warning(message, category, filename, lineno, line=None):

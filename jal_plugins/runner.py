@@ -3,18 +3,24 @@
 Compatible ``erm`` jobs (same data, network, epochs, batch size and augmentation) train as stacks of
 runs in one forward/backward pass; each run keeps its own checkpoint, curve and record, exactly as a
 run trained alone would, so a stack can be interrupted and resumed in any other grouping.
+
+A stack or a single run is a unit of work (``train_unit``: claim, train, record); an executor
+(``jal_plugins.executors``) decides where units train: this machine's processes, or a Ray cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import multiprocessing
 import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from jal_plugins import curves
 from jal_plugins.job import Job, prepare, validate
 from jal_plugins.report import atomic_write
 from jal_plugins.results import ResultStore, load_checkpoint
@@ -95,13 +101,11 @@ def _save_checkpoint(run_dir: Path, state: dict, settings: dict) -> None:
     atomic_write(run_dir / "checkpoint.pt", lambda p: torch.save(state, p))
 
 
-def _finish(store: ResultStore | None, job: Job, history: list[dict], result: dict) -> dict:
+def _write_curve(store: ResultStore | None, job: Job, history: list[dict]) -> None:
     if store is not None:
         run_dir = store.run_dir(job)
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "curve.json", lambda p: p.write_text(json.dumps(history, indent=1)))
-        store.add(result)
-    return result
 
 
 def _progress(label: str, epoch: int, epochs: int, stats: dict, images: int) -> None:
@@ -111,8 +115,12 @@ def _progress(label: str, epoch: int, epochs: int, stats: dict, images: int) -> 
 
 
 # -- one run (any method) -------------------------------------------------------------------------
-def run_job(job: Job, store: ResultStore | None = None, progress: bool = False) -> dict:
-    """Prepare, train (resuming from ``store``'s checkpoint) and record one canonical job, alone."""
+def run_job(job: Job, store: ResultStore | None = None, progress: bool = False, tensorboard: bool = False) -> dict:
+    """Prepare and train one canonical job alone, resuming from ``store``'s checkpoint; its record.
+
+    A checkpoint (and TensorBoard scalars, with ``tensorboard``) is written after every epoch, the
+    curve at the end; the record is returned, not written (``train_unit`` writes it).
+    """
     from jal_plugins import create_method
     from jal_plugins.engine import DeviceData, Diverged
 
@@ -128,28 +136,34 @@ def run_job(job: Job, store: ResultStore | None = None, progress: bool = False) 
     train = DeviceData(data.x_train, prepared.labels, prepared.device, data.mean, data.std)
     test = DeviceData(data.x_test, data.y_test, prepared.device, data.mean, data.std)
     diverged = None
-    while learner.epoch < learner.epochs:
-        start = time.perf_counter()
-        try:
-            stats = learner.train_epoch(train, rank, world)
-        except Diverged as exc:
-            diverged = exc
-            break
-        stats["test_accuracy"] = learner.accuracy(test)
-        stats["seconds"] = time.perf_counter() - start
-        if progress and rank == 0:
-            _progress(job.label(), learner.epoch, learner.epochs, stats, len(train))
-        if run_dir is not None and rank == 0:
-            _save_checkpoint(run_dir, learner.state_dict(), settings)
+    with curves.boards(store, [job], [learner.history], tensorboard and rank == 0) as (board,):
+        while learner.epoch < learner.epochs:
+            start = time.perf_counter()
+            try:
+                stats = learner.train_epoch(train, rank, world)
+            except Diverged as exc:
+                diverged = exc
+                break
+            stats["test_accuracy"] = learner.accuracy(test)
+            stats["seconds"] = time.perf_counter() - start
+            if progress and rank == 0:
+                _progress(job.label(), learner.epoch, learner.epochs, stats, len(train))
+            if board is not None:
+                board.add(learner.epoch, stats)
+            if run_dir is not None and rank == 0:
+                _save_checkpoint(run_dir, learner.state_dict(), settings)
     if progress and rank == 0:
         print(file=sys.stderr)
-    result = record(prepared, learner.history, learner.info() if hasattr(learner, "info") else {}, diverged, world)
-    return _finish(store if rank == 0 else None, job, learner.history, result)
+    if rank == 0:
+        _write_curve(store, job, learner.history)
+    return record(prepared, learner.history, learner.info() if hasattr(learner, "info") else {}, diverged, world)
 
 
 # -- a stack of erm runs ------------------------------------------------------------------------
-def run_stack(jobs: list[Job], store: ResultStore | None = None, progress: bool = False) -> list[dict]:
-    """Train ``jobs`` (compatible, canonical ``erm`` jobs) as one stack; resume each from its checkpoint."""
+def run_stack(jobs: list[Job], store: ResultStore | None = None, progress: bool = False,
+              tensorboard: bool = False) -> list[dict]:  # fmt: skip
+    """Train ``jobs`` (compatible, canonical ``erm`` jobs) as one stack, resuming each from its
+    checkpoint; their records (in any order: runs interrupted at different epochs resume apart)."""
     import torch
 
     from jal_plugins.engine import DeviceData, Stack
@@ -165,7 +179,7 @@ def run_stack(jobs: list[Job], store: ResultStore | None = None, progress: bool 
         by_epoch: dict[int, list[Job]] = {}
         for job, state in zip(jobs, states):
             by_epoch.setdefault(0 if state is None else state["epoch"], []).append(job)
-        return [r for group in by_epoch.values() for r in run_stack(group, store, progress)]
+        return [r for group in by_epoch.values() for r in run_stack(group, store, progress, tensorboard)]
     models, losses, configs, seeds = zip(*[p.context.parts() for p in prepared])
     stack = Stack(models, losses, configs, seeds, device, input_shape=data.input_shape)
     stack.load_states(states)
@@ -173,27 +187,30 @@ def run_stack(jobs: list[Job], store: ResultStore | None = None, progress: bool 
     train = DeviceData(data.x_train, data.y_train, device, data.mean, data.std)
     test = DeviceData(data.x_test, data.y_test, device, data.mean, data.std)
     label = f"{len(jobs)} runs: {first.job.dataset} {first.model}"
-    while stack.epoch < stack.epochs:
-        start = time.perf_counter()
-        epoch_stats = stack.train_epoch(train, labels)
-        accuracies = stack.accuracies(test)
-        seconds = (time.perf_counter() - start) / stack.runs  # each run's share of the stack's time
-        for stats, accuracy in zip(epoch_stats, accuracies):
-            if stats is not None:
-                stats.update(test_accuracy=accuracy, seconds=seconds)
-        if store is not None:
-            for r, p in enumerate(prepared):
-                _save_checkpoint(store.run_dir(p.job), stack.run_state(r), settings[r])
-        live = [s for s in epoch_stats if s is not None]
-        if progress and live:
-            mean = {k: sum(s[k] for s in live) / len(live) for k in ("train_loss", "train_accuracy", "test_accuracy")}
-            _progress(label, stack.epoch, stack.epochs, {**mean, "seconds": seconds * stack.runs}, len(train) * stack.runs)
+    with curves.boards(store, jobs, stack.histories, tensorboard) as boards:
+        while stack.epoch < stack.epochs:
+            start = time.perf_counter()
+            epoch_stats = stack.train_epoch(train, labels)
+            accuracies = stack.accuracies(test)
+            seconds = (time.perf_counter() - start) / stack.runs  # each run's share of the stack's time
+            for stats, accuracy, board in zip(epoch_stats, accuracies, boards):
+                if stats is not None:
+                    stats.update(test_accuracy=accuracy, seconds=seconds)
+                    if board is not None:
+                        board.add(stack.epoch, stats)
+            if store is not None:
+                for r, p in enumerate(prepared):
+                    _save_checkpoint(store.run_dir(p.job), stack.run_state(r), settings[r])
+            live = [s for s in epoch_stats if s is not None]
+            if progress and live:
+                mean = {k: sum(s[k] for s in live) / len(live) for k in ("train_loss", "train_accuracy", "test_accuracy")}
+                _progress(label, stack.epoch, stack.epochs, {**mean, "seconds": seconds * stack.runs}, len(train) * stack.runs)
     if progress:
         print(file=sys.stderr)
     results = []
     for r, p in enumerate(prepared):
-        result = record(p, stack.histories[r], {}, stack.diverged[r], stack_size=stack.runs)
-        results.append(_finish(store, p.job, stack.histories[r], result))
+        _write_curve(store, p.job, stack.histories[r])
+        results.append(record(p, stack.histories[r], {}, stack.diverged[r], stack_size=stack.runs))
     return results
 
 
@@ -262,148 +279,89 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
     return units
 
 
-# -- execution ------------------------------------------------------------------------------------
-def train_unit(jobs: list[Job], out: Path | None = None, progress: bool = False) -> dict[str, dict | None]:
-    """Train the runs of one unit that no other process holds; None for those another process holds.
+def plan_units(jobs: list[Job], stack, slots: int) -> tuple[list[list[int]], list[str]]:
+    """``stack_plan`` where the units will train: units as positions in ``jobs``, and its log lines.
 
-    The worker-process entry point: claims are taken (and released) in the process that trains.
+    Positions, so the caller keeps its own jobs (a Ray task sees them with the device it was given).
+    """
+    notes: list[str] = []
+    units = stack_plan(jobs, stack, slots, notes.append)
+    position = {id(job): i for i, job in enumerate(jobs)}
+    return [[position[id(job)] for job in unit] for unit in units], notes
+
+
+# -- execution ------------------------------------------------------------------------------------
+def train_runs(jobs: list[Job], out: Path | None = None, progress: bool = False,
+               tensorboard: bool = False) -> list[dict]:  # fmt: skip
+    """Train one unit here (a run, or a stack of compatible ``erm`` runs) with a checkpoint every epoch
+    under ``out``, resuming from the last; the records, which the caller writes."""
+    store = ResultStore(out) if out else None
+    progress = progress and multiprocessing.parent_process() is None  # spawned workers stay quiet
+    if len(jobs) == 1:
+        return [run_job(jobs[0], store, progress, tensorboard)]
+    return run_stack(jobs, store, progress, tensorboard)
+
+
+def train_unit(jobs: list[Job], out: Path | None = None, progress: bool = False, tensorboard: bool = False,
+               trainer=None, wait: bool = False) -> dict[str, dict | None]:  # fmt: skip
+    """The unit of work of every executor: claim the runs of ``jobs``, train them, record them.
+
+    Runs another process holds are None (with ``wait``, waited for instead); recorded runs are
+    returned as recorded. ``trainer(jobs, out, progress, tensorboard) -> records`` trains the rest:
+    ``train_runs`` here by default, or as a Ray task. Claims are held, and records written, by the
+    process that calls this, for as long as the training takes.
     """
     store = ResultStore(out) if out else None
-    claims_needed = store is not None and distributed()[1] == 1  # torchrun ranks train one run together
-    results: dict[str, dict | None] = {}
+    rank, world = distributed()
+    claims = store is not None and world == 1  # torchrun ranks train one run together
     with contextlib.ExitStack() as held:
-        mine = []
-        for job in jobs:
-            if claims_needed and not held.enter_context(store.claim(job.key())):
-                results[job.key()] = None
-                continue
-            done = store.records().get(job.key()) if store else None
-            if done:
-                results[job.key()] = done
-            else:
-                mine.append(job)
-        if len(jobs) == 1 and mine:
-            results[mine[0].key()] = run_job(mine[0], store, progress)
-        elif mine:
-            for job, result in zip(mine, run_stack(mine, store, progress)):
-                results[job.key()] = result
+        free = [job for job in jobs if not claims or held.enter_context(store.claim(job.key(), wait=wait))]
+        results: dict[str, dict | None] = {job.key(): None for job in jobs}
+        recorded = store.records() if store else {}
+        mine = [job for job in free if job.key() not in recorded]
+        results.update({job.key(): recorded[job.key()] for job in free if job.key() in recorded})
+        for result in (trainer or train_runs)(mine, out, progress, tensorboard) if mine else []:
+            if store is not None and rank == 0:
+                store.add(result)
+            results[result["run_id"]] = result
     return results
 
 
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # small CPU models: one thread per process beats threads per op
-
-
-def _warm() -> None:
-    """Import what training needs, so a worker is ready by the time work arrives."""
-    import sklearn.model_selection  # noqa: F401 - the digits split
-    import torch  # noqa: F401
-
-    import jal_plugins.engine  # noqa: F401
-    from jal_plugins.plugins import host
-
-    host().load()
-
-
-class Workers:
-    """This process and ``count - 1`` spawned single-threaded ones, training units of work together.
-
-    The spawned processes start (and import) at once, while this one plans; this one, already warm,
-    trains too. Units are handed out one at a time, so no process idles while work is left.
-    """
-
-    def __init__(self, count: int):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.count = count
-        ctx = multiprocessing.get_context("spawn")
-        self.pool = ProcessPoolExecutor(count - 1, mp_context=ctx, initializer=_worker_init)
-        for _ in range(count - 1):
-            self.pool.submit(_warm)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.pool.shutdown(cancel_futures=True)
-
-    def train(self, units: list[list[Job]], out: Path | None, progress: bool) -> dict:
-        import threading
-        from collections import deque
-
-        import torch
-
-        queue, results, errors = deque(units), {}, []
-        outstanding = [0]  # units the spawned processes hold
-        lock = threading.Condition()
-
-        def take():
-            with lock:
-                return queue.popleft() if queue and not errors else None
-
-        def feed():
-            with lock:
-                if not queue or errors:
-                    return
-                unit = queue.popleft()
-                outstanding[0] += 1
-            self.pool.submit(train_unit, unit, out).add_done_callback(collect)
-
-        def collect(future):
-            with lock:
-                if future.exception() is not None:
-                    errors.append(future.exception())
-                else:
-                    results.update(future.result())
-                outstanding[0] -= 1
-                lock.notify_all()
-            feed()
-
-        for _ in range(self.count - 1):
-            feed()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            while (unit := take()) is not None:
-                done = train_unit(unit, out, progress)
-                with lock:
-                    results.update(done)
-        finally:
-            torch.set_num_threads(threads)
-        with lock:  # the spawned processes finish what they hold
-            lock.wait_for(lambda: outstanding[0] == 0)
-        if errors:
-            raise errors[0]
-        return results
-
-
-def run_jobs(jobs: list[Job], out: Path | None = None, progress: bool = False, workers: int = 1,
-             stack=AUTO, log=None) -> list[dict]:  # fmt: skip
+def run_jobs(jobs: list[Job], out: Path | None = None, progress: bool = False, workers: int | None = 1,
+             stack=AUTO, log=None, executor: str = "local", address: str | None = None,
+             tensorboard: bool = False) -> list[dict]:  # fmt: skip
     """Train every job not yet recorded in ``out``; return the records of all of them, in order.
 
     Compatible ``erm`` jobs train as stacks (``stack``: a size, or ``"auto"`` to measure the best;
-    1 trains every run alone). ``workers > 1`` trains that many units (stacks or single runs) at
-    once in single-threaded processes. Runs another process holds (a second command on the same
-    ``out``) are waited for, not trained twice.
+    1 trains every run alone), and each stack or single run is a unit of work (``train_unit``).
+    ``executor="local"`` trains ``workers`` units at once on this machine; ``"ray"`` sends each unit
+    to the Ray cluster at ``address`` as a task, ``workers`` (default: the cluster's CPUs or GPUs)
+    at once (``jal_plugins.executors``). Runs another process holds (a second command on the same
+    ``out``) are waited for, not trained twice. ``tensorboard`` writes every run's scalars under
+    ``out/tensorboard``.
     """
+    from jal_plugins import executors
+
+    executors.check(executor, address)
+    if tensorboard:
+        curves.require(out)
     jobs = plan(jobs, log)
+    out = Path(out).resolve() if out else None  # the same folder for processes in other folders, or on other nodes
     store = ResultStore(out) if out else None
     done = store.records() if store else {}
     pending = [job for job in jobs if job.key() not in done]
-    with Workers(workers) if workers > 1 and len(pending) > 1 else contextlib.nullcontext() as pool:
-        units = stack_plan(pending, stack, workers, log)
-        results: dict[str, dict | None] = {}
-        if pool is not None and len(units) > 1:
-            results = pool.train(units, out, progress)
-        else:
-            for unit in units:
-                results.update(train_unit(unit, out, progress))
-    for job in pending:  # held by another process: wait for it, then train it only if it never finished
-        if results[job.key()] is None:
-            with store.claim(job.key(), wait=True):
-                results[job.key()] = store.records().get(job.key()) or run_job(job, store, progress)
-    done.update(results)
+    if pending:
+        with executors.create(executor, workers, address, pending, out, log, progress) as ex:
+            positions, notes = ex.remote(plan_units)(pending, stack, ex.slots)
+            for note in notes if log else []:
+                log(note)
+            train = functools.partial(train_unit, out=out, progress=progress and ex.local, tensorboard=tensorboard,
+                                      trainer=ex.remote(train_runs))  # fmt: skip
+            results: dict[str, dict | None] = {}
+            for part in ex.map(train, [[pending[i] for i in unit] for unit in positions]):
+                results.update(part)
+            for job in pending:  # held by another process: wait for it, then train it only if it never finished
+                if results[job.key()] is None:
+                    results.update(train([job], wait=True))
+        done.update(results)
     return [done[job.key()] for job in jobs]
