@@ -25,7 +25,7 @@ def _as_arrays(X, y):
 
 
 # what a selection of ``a`` and a calibration leave behind (cleared by a new fit)
-CHOSEN = ("a_", "beta_", "weight_decay_", "candidates_", "selection_scores_", "noise_matrix_", "temperature_")
+CHOSEN = ("a_", "beta_", "weight_decay_", "candidates_", "selection_scores_", "noise_rate_", "temperature_")
 
 
 class JALClassifier(ClassifierMixin, BaseEstimator):
@@ -45,7 +45,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
     stack on a stratified 80 % of the labels and the best on the held-out 20 % wins, then trains on
     all the data (``jal_plugins.selection``; ``a_``, ``beta_``, ``weight_decay_``, ``candidates_``,
     ``selection_scores_``). ``calibrate=True`` fits one temperature for ``predict_proba`` on the same
-    held-out split, through the noise matrix estimated there (``temperature_``, ``noise_matrix_``), so
+    held-out split, through the noise level estimated there (``temperature_``, ``noise_rate_``), so
     the probabilities are calibrated for the clean labels; with a fixed ``a`` it costs a second fit.
     ``partial_fit`` trains with a fixed ``a`` (the loss's default unless given) and no calibration.
     """
@@ -179,7 +179,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
             self.weight_decay_ = info["chosen"]["config"].get("weight_decay", self.weight_decay)
             self.candidates_ = info["candidates"]
             self.selection_scores_ = info["held_out_accuracy"]
-            self.noise_matrix_ = None if info.get("noise_matrix") is None else np.asarray(info["noise_matrix"])
+            self.noise_rate_ = info.get("noise_rate")
 
     def _data(self, X, y=None, sample_weight=None):
         from jal_plugins.datasets import channel_stats

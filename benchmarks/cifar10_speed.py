@@ -1,12 +1,14 @@
-"""Time the faithful CIFAR-10 recipe (cnn8, batch 128, SGD, cosine, clip 5, crop+flip) two ways.
+"""Time the faithful CIFAR-10 recipe (cnn8, batch 128, SGD, cosine, clip 5, crop+flip) three ways.
 
-1. jal-plugins' engine: uint8 data on the device, batched tensor augmentation, bf16 autocast and
-   channels_last on CUDA, no host sync inside an epoch.
-2. A reference-style loop: torchvision transforms on PIL images through a DataLoader, fp32, eager,
-   ``.item()`` every step.
+1. A reference-style loop: torchvision transforms on PIL images through a DataLoader, fp32, eager,
+   ``.item()`` every step; timed for ``--reference-epochs`` and extrapolated to ``--epochs``.
+2. jal-plugins' engine, one run: uint8 data on the device, batched tensor augmentation, bf16 autocast
+   and channels_last on CUDA, no host sync inside an epoch.
+3. The stacked engine: ``--stack`` runs (``auto``: the measured size) in one forward/backward pass;
+   seconds per run are the stack's time divided by its runs.
 
-    python benchmarks/cifar10_speed.py --data ../shared/data/cifar10-jpeg.npz            # 120 epochs
-    python benchmarks/cifar10_speed.py --epochs 1 --subset 5000 --device cpu           # a short look
+    python benchmarks/cifar10_speed.py --data ../shared/data/cifar10-jpeg.npz --json out.json   # GPU
+    python benchmarks/cifar10_speed.py --epochs 1 --subset 2000 --device cpu --stack 2           # a short look
 
 ``--data`` takes any source of the ``cifar10`` dataset plugin (the JPEG npz, python batches, ...).
 """
@@ -14,13 +16,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
 from jal_plugins import create_loss, create_model
 from jal_plugins.datasets import cifar10
-from jal_plugins.engine import DeviceData, Trainer, TrainConfig, resolve_device, seeded_init
+from jal_plugins.engine import DeviceData, Stack, TrainConfig, resolve_device, seeded_init
+
 
 def load(source: str, subset: int | None):
     """CIFAR-10 as uint8 NCHW arrays (any source the ``cifar10`` dataset plugin reads), optionally cut."""
@@ -34,18 +39,32 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def engine_run(x, y, xt, yt, epochs, device, mean, std):
+def engine_run(x, y, xt, yt, epochs, device, mean, std, runs: int = 1):
+    """Seconds and test accuracies of ``runs`` seeds trained as one stack (1: a single run)."""
     config = TrainConfig(epochs=epochs, batch_size=128, lr=0.01, weight_decay=1e-4, augment="crop-flip")
-    model = seeded_init(0, lambda: create_model("cnn8", 10, 3))
-    trainer = Trainer(model, create_loss("ce", 10, reduction="none"), config, device)
+    models = [seeded_init(seed, lambda: create_model("cnn8", 10, 3)) for seed in range(runs)]
+    losses = [create_loss("ce", 10, reduction="none") for _ in range(runs)]
+    stack = Stack(models, losses, [config] * runs, list(range(runs)), device, input_shape=tuple(x.shape[1:]))
     train, test = DeviceData(x, y, device, mean, std), DeviceData(xt, yt, device, mean, std)
     sync(device)
     start = time.perf_counter()
     for _ in range(epochs):
-        trainer.train_epoch(train)
-    acc = trainer.accuracy(test)
+        stack.train_epoch(train)
+    accuracies = stack.accuracies(test)
     sync(device)
-    return time.perf_counter() - start, acc
+    return time.perf_counter() - start, accuracies
+
+
+def auto_size(x, device) -> int:
+    """The stack size ``--stack auto`` would train CIFAR-10's cnn8 with (measured)."""
+    from jal_plugins.autostack import choose_stack_size
+
+    def parts():
+        net = seeded_init(0, lambda: create_model("cnn8", 10, 3))
+        return net, create_loss("ce", 10, reduction="none"), TrainConfig(batch_size=128, augment="crop-flip"), 0
+
+    return choose_stack_size(("cifar10", "cnn8", str(device)), parts, lambda: torch.randn(128, *x.shape[1:]), 64,
+                             device, tuple(x.shape[1:]))  # fmt: skip
 
 
 def reference_run(x, y, xt, yt, epochs, device, workers, mean, std):
@@ -101,23 +120,41 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/cifar10-jpeg.npz")
     parser.add_argument("--epochs", type=int, default=120)
+    parser.add_argument("--reference-epochs", type=int, default=3, help="epochs of the reference loop, extrapolated")
     parser.add_argument("--subset", type=int, help="first N train and test images only")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the reference loop")
+    parser.add_argument("--stack", default="auto", help="runs of the stacked timing: a number or auto")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     x, y, xt, yt, mean, std = load(args.data, args.subset)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-          f"{len(y)} train / {len(yt)} test images, {args.epochs} epochs")  # fmt: skip
-    fast, fast_acc = engine_run(x, y, xt, yt, args.epochs, device, mean, std)
-    print(f"jal-plugins engine : {fast:8.1f} s   test accuracy {fast_acc:.2%}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    report = {"device": name, "torch": torch.__version__, "train_images": len(y), "epochs": args.epochs}
+    print(f"device {device} ({name}), torch {torch.__version__}, {len(y)} train / {len(yt)} test images, {args.epochs} epochs")
     if not args.skip_reference:
-        ref, ref_acc = reference_run(x, y, xt, yt, args.epochs, device, args.workers, mean, std)
-        print(f"reference-style    : {ref:8.1f} s   test accuracy {ref_acc:.2%}")
-        print(f"speed-up           : {ref / fast:8.2f}x")
+        ref, ref_acc = reference_run(x, y, xt, yt, args.reference_epochs, device, args.workers, mean, std)
+        report["reference_seconds"] = ref * args.epochs / args.reference_epochs
+        print(f"reference-style loop : {report['reference_seconds']:9.1f} s per run "
+              f"({args.reference_epochs} epochs timed, extrapolated)")  # fmt: skip
+    one, (acc,) = engine_run(x, y, xt, yt, args.epochs, device, mean, std)
+    report.update(engine_seconds=one, engine_accuracy=acc)
+    print(f"engine, one run      : {one:9.1f} s per run  {len(y) * args.epochs / one:10,.0f} img/s  test {acc:.2%}")
+    runs = auto_size(x, device) if args.stack == "auto" else int(args.stack)
+    if runs > 1:
+        total, accs = engine_run(x, y, xt, yt, args.epochs, device, mean, std, runs)
+        report.update(stack_size=runs, stack_seconds_per_run=total / runs, stack_accuracies=accs)
+        print(f"engine, stack of {runs:<3d} : {total / runs:9.1f} s per run  {runs * len(y) * args.epochs / total:10,.0f} img/s  "
+              f"test {sum(accs) / runs:.2%} mean")  # fmt: skip
+    if "reference_seconds" in report:
+        best = report.get("stack_seconds_per_run", one)
+        print(f"speed-up over the reference loop: {report['reference_seconds'] / best:.1f}x")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

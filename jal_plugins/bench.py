@@ -78,8 +78,8 @@ def suite_jobs(name: str, seeds: int | None = None, device: str = "auto", data: 
             noise = noise if isinstance(noise, dict) else {"label": noise, "spec": noise}
             noise_spec = canonical_noise(noise["spec"])
             labels[noise_spec] = noise["label"]
-            for method, spec in _pairs(grid):
-                loss, spec_params = parse_spec(spec, first=None)
+            for method, loss_spec in _pairs(grid):
+                loss, spec_params = parse_spec(loss_spec, first=None)
                 jobs += [
                     Job(grid["dataset"], noise_spec, loss, seed, preset=grid.get("preset"),
                         model=grid.get("model"), method=method, config=dict(grid.get("config", {})),

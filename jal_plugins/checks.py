@@ -110,10 +110,11 @@ def class_labels(name: str, labels, num_classes: int | None = None) -> tuple[np.
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
-def device(value="auto"):
+def device(value="auto", available: bool = True):
     """``auto`` -> CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N``, ``mps`` as given.
 
-    An unavailable or unknown device is an error, never a silent fallback.
+    An unavailable or unknown device is an error, never a silent fallback; ``available=False``
+    checks the spelling only (a planner whose runs train on other machines).
     """
     import torch
 
@@ -128,6 +129,8 @@ def device(value="auto"):
             dev = None
         if dev is None or dev.type not in DEVICE_TYPES:
             raise ValueError(f"device must be auto, {', '.join(DEVICE_TYPES)} or cuda:N; got device={value!r}")
+    if not available:
+        return dev
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(value)!r} requested but CUDA is not available")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

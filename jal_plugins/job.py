@@ -266,5 +266,5 @@ def validate(job: Job) -> Job:
     name, params = parse_spec(job.noise)
     if name in host()["noise_models"].entries:
         create_noise_model(name, **params)
-    device(job.device)
+    device(job.device, available=False)  # availability is checked where the run trains
     return job

@@ -7,10 +7,14 @@ from pathlib import Path
 
 
 def atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` then rename over ``path``: readers never see a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    """``write(tmp)`` then rename over ``path``: readers never see a half-written file, and two
+    processes writing the same file never share a temporary one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def accuracies(records: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[float]]:

@@ -9,12 +9,11 @@ noisy held-out accuracy ranks candidates correctly; a candidate whose training c
 large) ranks last, one that diverges is dropped. The winning settings are then trained on all the
 data: measured on digits, refitting gains about a point over keeping the winner trained on 80 %.
 
-The held-out split also calibrates: one temperature ``τ ≥ 1`` for the logits, fitted by the
-likelihood of the held-out labels agreeing with the predictions, through the noise matrix ``T`` that
-cleanlab's confident joint estimates on the same split (``fit_temperature``). Fitting ``τ`` to the
-noisy labels directly would calibrate the model for predicting *noisy* labels (far too unsure of
-the clean class under heavy noise); through ``T`` it is calibrated for the clean ones. The refit
-model keeps that temperature.
+The held-out split also calibrates: one temperature ``τ`` for the logits, fitted by the likelihood
+of the held-out labels agreeing with the predictions through the noise level estimated on the same
+split (``fit_temperature``). Fitting ``τ`` to the noisy labels directly would calibrate the model
+for predicting *noisy* labels (far too unsure of the clean class under heavy noise); through the
+noise it is calibrated for the clean ones. The refit model keeps that temperature.
 """
 
 from __future__ import annotations
@@ -60,64 +59,61 @@ def candidates(loss_params: dict, config: dict) -> list[dict]:
 
 def holdout_split(labels: np.ndarray, seed: int, fraction: float = HOLDOUT) -> tuple[np.ndarray, np.ndarray]:
     """A stratified, seeded ``(train rows, held-out rows)`` split: ``fraction`` of the rows, and at least
-    one of every class; a class with a single sample cannot be both trained on and held out."""
+    one of every class seen twice or more. A class seen once is only trained on: held out, the
+    candidates would never see it (small folds of ``CleanLearning`` hit this)."""
     from sklearn.model_selection import StratifiedShuffleSplit
 
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
-    if counts.min() < 2:
+    alone = np.isin(labels, classes[counts == 1])
+    rest = np.flatnonzero(~alone)
+    held = max(round(fraction * len(labels)), int((counts > 1).sum()))
+    if len(rest) - held < int((counts > 1).sum()):
         raise ValueError(
-            f"a='auto' and calibrate=True hold out part of the labels, so every class needs at least 2 samples; "
-            f"class {classes[counts.argmin()]} has 1. Give a number instead (loss_params={{'a': 30}}, "
-            "calibrate=False) or more data"
+            f"a='auto' and calibrate=True hold out part of the labels, but {len(labels)} samples of "
+            f"{len(classes)} classes ({int((counts == 1).sum())} seen once) leave too few to hold out. "
+            "Give a number instead (loss_params={'a': 30}, calibrate=False) or more data"
         )
-    held = max(round(fraction * len(labels)), len(classes))
     split = StratifiedShuffleSplit(1, test_size=held, random_state=seed)
-    train, held = next(split.split(np.zeros(len(labels)), labels))
-    return np.sort(train), np.sort(held)
+    train, held = next(split.split(np.zeros(len(rest)), labels[rest]))
+    return np.sort(np.r_[np.flatnonzero(alone), rest[train]]), np.sort(rest[held])
 
 
-def noise_matrix(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:
-    """Row-stochastic ``T[true, noisy]`` from cleanlab's confident joint (identity if it cannot say)."""
-    from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
-
-    from jal_plugins.noise import from_cleanlab
-
-    if len(np.unique(labels)) < num_classes:
-        return np.eye(num_classes)
-    try:
-        _, matrix, _, _ = estimate_py_and_noise_matrices_from_probabilities(labels, probs)
-        return from_cleanlab(matrix)
-    except (ValueError, ZeroDivisionError, FloatingPointError):
-        return np.eye(num_classes)
+TAU = (0.5, 4.0)  # a few hundred held-out labels do not justify a temperature outside this range
 
 
-def fit_temperature(logits: torch.Tensor, labels: np.ndarray, transition: np.ndarray) -> float:
-    """The temperature ``τ ≥ 1`` under which the top-label confidences best explain the noisy ``labels``.
+def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> tuple[float, float]:
+    """``(τ, noise rate)``: the temperature under which the top-label confidences best explain the
+    noisy held-out ``labels``, and the noise rate estimated on the way.
 
-    A held-out label agrees with the prediction ``c`` with probability ``conf·T[c, c] + (1 − conf)·t̄_c``
-    (``t̄_c``: the mean chance that another class is labelled ``c``); ``τ`` maximises the likelihood of
-    the observed agreements. Only the top label enters, as it does in the calibration error and in
-    most uses of probabilities; the whole vector through ``T`` would reward one-hot predictions under
-    symmetric noise, whatever the truth. ``τ`` only softens: the noise matrix estimated from the
-    model's own held-out predictions understates its diagonal (measured: 0.41 for 0.62 with CE, 0.39
-    for 0.43 with JAL-CE at 60 % noise), and an overstated noise level would make any fit sharpen.
+    The label-keep rate ``k`` is how often the labels agree with the model's more confident half of
+    its predictions: those are nearly always right, so their disagreements are the noise. A label
+    then agrees with the prediction with probability ``conf·k + (1 − conf)·(1 − k)/(K − 1)``, and
+    ``τ`` (within ``TAU``) maximises the likelihood of the observed agreements. Measured on digits
+    (30 networks, 5 losses, 40 % and 60 % noise): mean clean-label ECE 0.126 → 0.084, worse in 1 of
+    30; cleanlab's noise matrix in place of ``k`` understated the keep rate (0.41 for 0.62 with CE)
+    and made 7 of 30 worse. Only the top label enters, as in the calibration error: the whole
+    probability vector through the noise would reward one-hot predictions under symmetric noise.
     """
     from scipy.optimize import minimize_scalar
 
     z = logits.detach().double().cpu()
-    pred = z.argmax(1).numpy()
-    agree = pred == np.asarray(labels)
-    t = np.asarray(transition, dtype=np.float64)
-    diag = t[pred, pred]
-    other = (t[:, pred].sum(0) - diag) / max(t.shape[0] - 1, 1)
+    confidence, pred = torch.softmax(z, 1).max(1)
+    agree = (pred.numpy() == np.asarray(labels))
+    confident = (confidence >= confidence.median()).numpy()
+    keep = float(agree[confident].mean())
+    k = z.shape[1]
+    other = (1 - keep) / (k - 1)
+    if keep <= 1 / k:  # labels no better than chance, even where the model is sure: nothing to fit
+        return 1.0, 1 - keep
 
     def nll(log_tau: float) -> float:
-        confidence = torch.softmax(z / math.exp(log_tau), 1).max(1).values.numpy()
-        p = np.clip(confidence * diag + (1 - confidence) * other, 1e-12, 1 - 1e-12)
+        conf = torch.softmax(z / math.exp(log_tau), 1).max(1).values.numpy()
+        p = np.clip(conf * keep + (1 - conf) * other, 1e-12, 1 - 1e-12)
         return -float(np.sum(np.where(agree, np.log(p), np.log1p(-p))))
 
-    return float(math.exp(minimize_scalar(nll, bounds=(0.0, math.log(50.0)), method="bounded").x))
+    best = minimize_scalar(nll, bounds=(math.log(TAU[0]), math.log(TAU[1])), method="bounded")
+    return float(math.exp(best.x)), 1 - keep
 
 
 class HeldOut:
@@ -201,6 +197,8 @@ class HeldOut:
         return self._rows
 
     def _select_epoch(self, data) -> dict:
+        from jal_plugins.engine import Diverged
+
         train, _ = self._split(data)
         if self.single is not None:
             return dict(self.single.train_epoch(data.subset(train)), phase="select")
@@ -208,8 +206,9 @@ class HeldOut:
         weights = None if data.w is None else data.w.expand(self.stack.runs, -1)
         stats = self.stack.train_epoch(data, weights=weights, rows=rows)
         live = [s for s in stats if s is not None]
-        if not live:
-            raise ValueError(f"every a='auto' candidate diverged by epoch {self.stack.epoch}; use a smaller lr")
+        if not live:  # the error of the one that diverged first names the epoch and the fix
+            first = min((d for d in self.stack.diverged if d), key=lambda d: d.epoch)
+            raise Diverged(first.epoch, first.reason if self.stack.runs == 1 else f"every candidate did ({first.reason})")
         best = min(live, key=lambda s: s["train_loss"])
         return {**best, "phase": "select", "candidates": len(live)}
 
@@ -233,10 +232,7 @@ class HeldOut:
         self.chosen = max((i for i, s in enumerate(self.scores) if s is not None), key=lambda i: self.scores[i])
         winner = logits[self.chosen]
         if self.calibrate:
-            y = labels.cpu().numpy()
-            probs = torch.softmax(winner.double(), 1).cpu().numpy()
-            self.noise = noise_matrix(y, probs, probs.shape[1])
-            self.temperature = fit_temperature(winner, y, self.noise)
+            self.temperature, self.noise = fit_temperature(winner, labels.cpu().numpy())
         self.phase = "refit"
         self.stack = self.single = None  # the candidates are done; the winner's settings train on all rows
         self.final = self._learner(self.candidates[self.chosen])
@@ -262,12 +258,12 @@ class HeldOut:
         chosen = None if self.chosen is None else self.candidates[self.chosen]
         return {
             "chosen": chosen, "held_out_accuracy": self.scores, "candidates": self.candidates,
-            "temperature": self.temperature, "noise_matrix": None if self.noise is None else self.noise.tolist(),
+            "temperature": self.temperature, "noise_rate": self.noise,
         }  # fmt: skip
 
     def state_dict(self) -> dict:
         state = {"phase": self.phase, "scores": self.scores, "chosen": self.chosen, "temperature": self.temperature,
-                 "history": self.history, "noise": None if self.noise is None else torch.as_tensor(self.noise)}  # fmt: skip
+                 "history": self.history, "noise": self.noise}  # fmt: skip
         if self.stack is not None:
             state["stack"] = [self.stack.run_state(r) for r in range(self.stack.runs)]
         for name in ("single", "final"):
@@ -278,7 +274,7 @@ class HeldOut:
     def load_state_dict(self, state: dict) -> None:
         self.phase, self.scores, self.chosen = state["phase"], state["scores"], state["chosen"]
         self.temperature, self.history = state["temperature"], list(state["history"])
-        self.noise = None if state.get("noise") is None else state["noise"].numpy()
+        self.noise = state.get("noise")
         if self.phase == "select":
             if self.stack is not None:
                 self.stack.load_states(state["stack"])

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch  # noqa: F401 - imported now, so that watching a run's checkpoints never waits for it
+import torch  # imported now, so that watching a run's checkpoints never waits for it
 
 from jal_plugins.results import read_records
 
@@ -97,8 +97,6 @@ def _records(out: Path) -> dict[str, dict]:
 
 
 def _histories(out: Path) -> dict[str, list]:
-    import torch
-
     found = {}
     for path in out.glob("runs/*/checkpoint.pt"):
         try:
@@ -153,12 +151,15 @@ def test_ray_records_and_curves_equal_the_local_executors(cluster, tmp_path, cli
 
 def test_killed_worker_is_retried_and_resumes(cluster, tmp_path, ray_env):
     out = tmp_path / "run"
-    args = ["run", "--model", "mlp", "--loss", "ce", "jal-ce", "--epochs", "200", "--stack", "2", "--tensorboard",
+    epochs = 600  # long enough that neither run ends before the other's worker has started
+    args = ["run", "--model", "mlp", "--loss", "ce", "jal-ce", "--epochs", epochs, "--stack", "2", "--tensorboard",
             "--out", out, "--executor", "ray", "--address", cluster["address"]]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "jal_plugins", *map(str, args)], env=ray_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    _wait(lambda: len(h := _histories(out)) == 2 and min(map(len, h.values())) >= 3, what="two checkpoints")
-    pids = _task_pids(cluster)  # the two runs are two units, one per CPU of the cluster
+    # the two runs are two units, one per CPU of the cluster, both training when they are killed
+    _wait(lambda: len(h := _histories(out)) == 2 and min(map(len, h.values())) >= 3 and len(_task_pids(cluster)) == 2,
+          what="two checkpoints from two tasks")  # fmt: skip
+    pids = _task_pids(cluster)
     before = _histories(out)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
@@ -166,14 +167,14 @@ def test_killed_worker_is_retried_and_resumes(cluster, tmp_path, ray_env):
     assert proc.returncode == 0, stderr
     assert len(pids) == 2
     records = _records(out)
-    assert len(records) == 2 and all(r["epochs"] == 200 for r in records.values())
+    assert len(records) == 2 and all(r["epochs"] == epochs for r in records.values())
     for run_dir in out.glob("runs/*"):
         curve = json.loads((run_dir / "curve.json").read_text())
-        assert [c["epoch"] for c in curve] == list(range(1, 201))
-        assert 3 <= len(before[run_dir.name]) < 200  # killed mid-run ...
+        assert [c["epoch"] for c in curve] == list(range(1, epochs + 1))
+        assert 3 <= len(before[run_dir.name]) < epochs  # killed mid-run ...
         assert curve[: len(before[run_dir.name])] == before[run_dir.name]  # ... and resumed (same seconds)
     for tags in _scalars(out).values():  # the retry rewrote the curves: every epoch once
-        assert all([step for step, _ in values] == list(range(1, 201)) for values in tags.values())
+        assert all([step for step, _ in values] == list(range(1, epochs + 1)) for values in tags.values())
 
 
 def test_killed_driver_rerun_records_nothing_twice(cluster, tmp_path, ray_env):

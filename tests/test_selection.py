@@ -10,7 +10,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 
 from jal_plugins import JALClassifier, create_noise_model
-from jal_plugins.engine import DeviceData
+from jal_plugins.engine import DeviceData, Diverged
 from jal_plugins.job import method_context
 from jal_plugins.selection import HeldOut, candidates, fit_temperature, holdout_split
 
@@ -54,11 +54,11 @@ def test_the_default_estimator_chooses_a_among_its_candidates(chosen, noisy_digi
 def test_calibration_brings_confidence_in_line_with_the_clean_labels(chosen, noisy_digits):
     x, noisy, _, x_test, y_test = noisy_digits
     probs = chosen.predict_proba(x_test)
-    assert probs.dtype == np.float64 and np.allclose(probs.sum(1), 1) and chosen.noise_matrix_.shape == (10, 10)
+    assert probs.dtype == np.float64 and np.allclose(probs.sum(1), 1) and 0.25 < chosen.noise_rate_ < 0.55
     assert _ece(probs, y_test) <= 0.05
-    # with a fixed a = 32 and no weight decay the network is sure of its mistakes: calibration must soften
-    # it, without changing what it predicts
-    sure = JALClassifier(loss_params={"a": 32}, random_state=0).fit(x, noisy)
+    # GCE trained for 60 epochs is over-confident on clean test labels: calibration must soften it,
+    # without changing what it predicts
+    sure = JALClassifier(loss="gce", random_state=0).fit(x, noisy)
     probs = sure.predict_proba(x_test)
     raw = torch.softmax(torch.as_tensor(np.log(probs)) * sure.temperature_, 1).numpy()  # undo τ
     assert sure.temperature_ > 1.2 and _ece(probs, y_test) < 0.8 * _ece(raw, y_test)
@@ -74,26 +74,28 @@ def test_auto_is_clone_safe_deterministic_and_pickles(chosen, noisy_digits):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(chosen)).predict_proba(x_test), chosen.predict_proba(x_test))
 
 
-def test_temperature_fitted_through_the_noise_softens_an_overconfident_model_only():
+def test_temperature_fitted_through_the_noise_undoes_over_and_under_confidence():
     gen = torch.Generator().manual_seed(0)
     clean = torch.randint(0, 3, (4000,), generator=gen)
     logits = torch.randn(4000, 3, generator=gen) + 3.0 * torch.nn.functional.one_hot(clean, 3)  # calibrated at τ=1
     torch.manual_seed(0)
-    truth = torch.distributions.Categorical(logits=logits).sample()
-    t = np.array([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6]])
-    noisy = np.array([np.random.default_rng(i).choice(3, p=t[c]) for i, c in enumerate(truth.tolist())])
-    assert fit_temperature(2.5 * logits, noisy, t) == pytest.approx(2.5, rel=0.15)  # undoes the overconfidence
-    assert fit_temperature(logits, noisy, t) == pytest.approx(1.0, abs=0.15)
-    assert fit_temperature(logits / 2.5, noisy, t) == pytest.approx(1.0, abs=0.05)  # never sharpens
+    truth = torch.distributions.Categorical(logits=logits).sample().numpy()
+    flip = np.random.default_rng(0).random(4000) < 0.4  # 40 % of the labels move to another class
+    noisy = np.where(flip, (truth + np.random.default_rng(1).integers(1, 3, 4000)) % 3, truth)
+    for scale, tau in ((2.0, 2.0), (1.0, 1.0), (0.6, 0.6)):
+        fitted, noise = fit_temperature(scale * logits, noisy)
+        assert fitted == pytest.approx(tau, rel=0.2) and noise == pytest.approx(0.4, abs=0.05), (scale, fitted, noise)
 
 
-def test_too_few_samples_for_a_held_out_split_names_the_fix():
-    x = np.random.default_rng(0).normal(size=(9, 3))
-    with pytest.raises(ValueError, match=r"class 2 has 1.*loss_params=\{'a': 30\}, calibrate=False"):
-        JALClassifier(epochs=2).fit(x, [0, 0, 0, 0, 1, 1, 1, 1, 2])
-    JALClassifier(epochs=2, loss_params={"a": 30}, calibrate=False).fit(x, [0, 0, 0, 0, 1, 1, 1, 1, 2])
-    train, held = holdout_split(np.array([0] * 8 + [1] * 3), seed=0)
-    assert set(np.r_[train, held]) == set(range(11)) and {0, 1} <= set(np.array([0] * 8 + [1] * 3)[held])
+def test_a_class_seen_once_is_trained_on_and_too_few_samples_name_the_fix():
+    labels = np.array([0] * 8 + [1] * 3 + [2])
+    train, held = holdout_split(labels, seed=0)
+    assert sorted(np.r_[train, held]) == list(range(12)) and 11 in train and set(labels[held]) == {0, 1}
+    x = np.random.default_rng(0).normal(size=(12, 3))
+    JALClassifier(epochs=2).fit(x, labels)
+    with pytest.raises(ValueError, match=r"3 samples of 3 classes \(3 seen once\).*loss_params=\{'a': 30\}, calibrate=False"):
+        JALClassifier(epochs=2).fit(x[:3], [0, 1, 2])
+    JALClassifier(epochs=2, loss_params={"a": 30}, calibrate=False).fit(x[:3], [0, 1, 2])
 
 
 @pytest.mark.parametrize("bad, fragment", [({"calibrate": "yes"}, "calibrate='yes'"), ({"loss_params": {"a": 0.5}}, "a=0.5")])
@@ -126,7 +128,7 @@ def test_a_diverging_candidate_is_dropped_with_a_warning_and_all_diverging_is_an
             learner.train_epoch(data)
     assert learner.info()["chosen"] == grid[0] and learner.info()["held_out_accuracy"][1] is None
     doomed, data = _learner(noisy_digits, [dict(grid[1], loss_params={"a": a}) for a in (4.0, 8.0)])
-    with pytest.raises(ValueError, match="every a='auto' candidate diverged"):
+    with pytest.raises(Diverged, match="every candidate did.*smaller learning rate"):
         doomed.train_epoch(data)
 
 
