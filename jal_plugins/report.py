@@ -7,8 +7,11 @@ from pathlib import Path
 
 
 def atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` then rename over ``path``: readers never see a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
+    """``write(tmp)`` then rename over ``path``: readers never see a half-written file.
+
+    The temporary name carries the process id, so processes writing the same file never share one.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     write(tmp)
     os.replace(tmp, path)
 
