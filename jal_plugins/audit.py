@@ -171,7 +171,7 @@ def audit(job: Job, out, folds: int = 5, progress=None) -> dict:
     suggested = pred_probs.argmax(1)
     ids = data.example_ids(index[flagged])
     rows = [{"index": int(index[r]), "id": i, "given_label": names[given[r]], "suggested_label": names[suggested[r]],
-             "label_quality": f"{quality[r]:.6g}"} for r, i in zip(flagged, ids)]  # fmt: skip
+             "label_quality": float(f"{quality[r]:.6g}")} for r, i in zip(flagged, ids)]  # fmt: skip
     _write_csv(out / "label_issues.csv", rows)
     order = np.argsort(index, kind="stable")
     arrays = {"index": index[order], "given": given[order], "pred_probs": pred_probs[order].astype(np.float32)}
