@@ -46,8 +46,8 @@ def defaults() -> dict:
     return table
 
 
-def audit_job(dataset: str, out, *, loss: str | None = None, loss_params: dict | None = None, config: dict | None = None,
-              dataset_params: dict | None = None, **fields) -> Job:  # fmt: skip
+def audit_job(dataset: str, out, *, loss: str | None = None, loss_params: dict | None = None,
+              config: dict | None = None, dataset_params: dict | None = None, **fields) -> Job:  # fmt: skip
     """The canonical, validated ``Job`` whose recipe trains every fold.
 
     The loss, its parameters and the training overrides default to ``registry.toml``'s ``[audit]``
@@ -63,8 +63,8 @@ def audit_job(dataset: str, out, *, loss: str | None = None, loss_params: dict |
         params["cache_dir"] = str(Path(out).resolve() / "cache")
     default_params = table.get("loss_params", {}) if loss is None else {}
     job = Job(dataset=dataset, dataset_params=params, loss=loss or table["loss"],
-              loss_params={**default_params, **(loss_params or {})}, config={**table.get("config", {}), **(config or {})},
-              **fields)  # fmt: skip
+              loss_params={**default_params, **(loss_params or {})},
+              config={**table.get("config", {}), **(config or {})}, **fields)  # fmt: skip
     return validate(job)
 
 
@@ -157,13 +157,15 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write(path, write)
 
 
-def audit(job: Job, out, folds: int = 5, progress=None) -> dict:
-    """Audit every labelled example of ``job``'s dataset; write the files to ``out``; return the summary."""
+def audit(job: Job, out, folds: int | None = None, progress=None) -> dict:
+    """Audit every labelled example of ``job``'s dataset (``folds``: default ``[audit]``'s); write the
+    files to ``out``; return the summary."""
     from jal_plugins.datasets.cache import write_npz
     from jal_plugins.report import atomic_write
     from jal_plugins.results import writable_folder
 
     start = time.perf_counter()
+    folds = defaults()["folds"] if folds is None else folds
     out = writable_folder(out)
     data, x, index, given, pred_probs, model = out_of_sample(job, folds, out, progress)
     flagged, quality, matrix, noise_rate = find_issues(given, pred_probs)
@@ -247,7 +249,8 @@ def issues_chart(path: Path, names: list[str], issues: np.ndarray) -> Path | Non
         return None
     fig, ax = plt.subplots(figsize=(1.5 + 0.4 * len(names), 3.5))
     ax.bar(range(len(names)), issues)
-    ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center", fontsize=8)
+    tilt = len(names) > 6
+    ax.set_xticks(range(len(names)), names, rotation=45 if tilt else 0, ha="right" if tilt else "center", fontsize=8)
     ax.set_ylabel("label issues")
     ax.set_xlabel("given label")
     ax.set_title(f"{int(issues.sum())} label issues per given class", fontsize=9)

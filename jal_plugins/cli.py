@@ -258,7 +258,8 @@ def _audit_report(s: dict) -> str:
     lines = [
         f"{s['dataset']}: {s['examples']} labelled examples, {len(names)} classes; out-of-sample probabilities from "
         f"{s['folds']} folds of {s['model']} trained with {s['loss']} for {s['epochs']} epochs",
-        f"label issues: {s['issues']} ({s['issues'] / s['examples']:.1%} of the examples), worst first in {s['files']['csv']}",
+        f"label issues: {s['issues']} ({s['issues'] / s['examples']:.1%} of the examples), "
+        f"worst first in {s['files']['csv']}",
         f"estimated noise rate: {s['estimated_noise_rate']:.1%}",
         "",
         _table([[c["class"], c["examples"], c["issues"], f"{c['noise_rate']:.1%}"] for c in s["per_class"]],
@@ -270,7 +271,8 @@ def _audit_report(s: dict) -> str:
         lines += ["estimated noise matrix T[true, given] (rows: true class, columns: given label)",
                   _table(rows, ["true \\ given"] + names), ""]  # fmt: skip
     else:
-        lines += [f"estimated noise matrix ({len(names)}x{len(names)}): in {Path(s['files']['csv']).parent / 'audit.json'}", ""]
+        summary = Path(s["files"]["csv"]).parent / "audit.json"
+        lines += [f"estimated noise matrix ({len(names)}x{len(names)}): in {summary}", ""]
     if s["top"]:
         rows = [[r["index"], r["id"], r["given_label"], r["suggested_label"], r["label_quality"]] for r in s["top"]]
         lines += [f"worst {len(rows)}:", _table(rows, ["index", "id", "given", "suggested", "label quality"]), ""]
@@ -283,10 +285,11 @@ def cmd_audit(args) -> int:
     from jal_plugins.audit import audit, audit_job, defaults
 
     out = Path(args.out)
-    params = {field: parse_kvs(getattr(args, option)) for option, field in PARAM_OPTIONS.items() if option != "method_param"}
+    params = {field: parse_kvs(getattr(args, option)) for option, field in PARAM_OPTIONS.items()
+              if option != "method_param"}  # fmt: skip
     job = audit_job(args.dataset, out, loss=args.loss, config=_config(args), seed=args.seed, preset=args.preset,
                     model=args.model, device=args.device, **params)  # fmt: skip
-    folds = args.folds or defaults()["folds"]
+    folds = args.folds or defaults()["folds"]  # the bar's label
     bar = None
 
     def progress(epoch, epochs):
@@ -381,7 +384,7 @@ def build_parser() -> Parser:
     _training_options(p, "results folder (default: jal-bench-SUITE; rerun to resume)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("audit", help="find the wrong labels of a dataset: K-fold out-of-sample probabilities, then cleanlab")
+    p = sub.add_parser("audit", help="which labels are wrong? K-fold out-of-sample probabilities, then cleanlab")
     p.add_argument("--dataset", required=True, help="registered dataset: imagefolder, hf, table, npz, cifar10n, ...")
     p.add_argument("--loss", help="registered loss of the fold networks (default: registry.toml [audit], jal-ce)")
     p.add_argument("--folds", type=_arg(lambda v: checks.integer("folds", v, low=2)),

@@ -28,7 +28,8 @@ def list_images(root: Path) -> tuple[list[str], list[str]]:
         raise ValueError(f"imagefolder {str(root)!r} has no class sub-folders (expected {root}/CLASS/IMAGE files)")
     files = []
     for name in classes:
-        found = [p for p in (root / name).rglob("*") if p.suffix.lower() in EXTENSIONS and _visible(p, root) and p.is_file()]
+        found = [p for p in (root / name).rglob("*")
+                 if p.suffix.lower() in EXTENSIONS and _visible(p, root) and p.is_file()]  # fmt: skip
         if not found:
             raise ValueError(f"class folder {str(root / name)!r} has no images ({', '.join(EXTENSIONS)})")
         files += [p.relative_to(root).as_posix() for p in found]
@@ -44,25 +45,18 @@ def imagefolder(path: str, size: int | None = None, test_fraction: float = 0.2, 
     relative paths, sizes and modification times of the files and by ``size``: a second load only
     lists and stats the files.
     """
-    from jal_plugins.datasets.cache import cached
-    from jal_plugins.datasets.images import decode_images, warn_skipped
+    from jal_plugins.datasets.images import load_images
     from jal_plugins.datasets.labelled import check_classes, split_dataset
 
     root = Path(path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"imagefolder: folder {str(path)!r} does not exist")
+    where = f"imagefolder {str(root)!r}"
     files, classes = list_images(root)
-    check_classes(classes, f"imagefolder {str(root)!r}")
+    check_classes(classes, where)
     stats = [(root / f).stat() for f in files]
     key = {"files": files, "bytes": [s.st_size for s in stats], "mtimes": [s.st_mtime_ns for s in stats], "size": size}
-
-    def build():
-        x, kept, skipped = decode_images([root / f for f in files], files, size, f"imagefolder {str(root)!r}")
-        return {"x": x, "kept": kept, "skipped": np.asarray(list(skipped), str), "why": np.asarray(list(skipped.values()), str)}
-
-    arrays = cached("imagefolder", key, build, cache_dir)
-    warn_skipped(dict(zip(arrays["skipped"].tolist(), arrays["why"].tolist())), f"imagefolder {str(root)!r}")
-    kept = arrays["kept"]
+    x, kept = load_images("imagefolder", key, lambda: [root / f for f in files], files, size, where, cache_dir)
     code = {name: k for k, name in enumerate(classes)}
     labels = np.asarray([code[files[row].split("/", 1)[0]] for row in kept], np.int64)
-    return split_dataset(root.name, arrays["x"], labels, classes, test_fraction, split_seed, positions=kept, ids=files)
+    return split_dataset(root.name, x, labels, classes, test_fraction, split_seed, positions=kept, ids=files)

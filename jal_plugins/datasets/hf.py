@@ -37,7 +37,8 @@ def _default_label(ds, where: str) -> str:
         return found[0]
     if "label" in ds.column_names:
         return "label"
-    raise ValueError(f"{where}: which column holds the labels? pass label_column=NAME (columns: {', '.join(ds.column_names)})")
+    columns = ", ".join(ds.column_names)
+    raise ValueError(f"{where}: which column holds the labels? pass label_column=NAME (columns: {columns})")
 
 
 def _image_column(ds, given: str | None, where: str) -> str | None:
@@ -59,21 +60,17 @@ def _images(parts, names: list[str], column: str, ids: list[str], size, where: s
     """(uint8 NCHW images, kept rows) of the ``column`` of every dataset in ``parts``, through the cache."""
     import datasets
 
-    from jal_plugins.datasets.cache import cached
-    from jal_plugins.datasets.images import decode_images, warn_skipped
+    from jal_plugins.datasets.images import load_images
 
-    def build():
-        sources = []
+    def sources():
+        cells = []
         for ds in parts:
             raw = ds.select_columns([column]).cast_column(column, datasets.Image(decode=False))
-            sources += [cell["bytes"] or cell["path"] for cell in raw.with_format("arrow")[:][column].to_pylist()]
-        x, kept, skipped = decode_images(sources, ids, size, where)
-        return {"x": x, "kept": kept, "skipped": np.asarray(list(skipped), str), "why": np.asarray(list(skipped.values()), str)}
+            cells += raw.with_format("arrow")[:][column].to_pylist()
+        return [cell["bytes"] or cell["path"] for cell in cells]
 
     key = {"fingerprints": [ds._fingerprint for ds in parts], "splits": names, "column": column, "size": size}
-    arrays = cached("hf", key, build, cache_dir)
-    warn_skipped(dict(zip(arrays["skipped"].tolist(), arrays["why"].tolist())), where)
-    return arrays["x"], arrays["kept"]
+    return load_images("hf", key, sources, ids, size, where, cache_dir)
 
 
 def hf(path: str, name: str | None = None, revision: str | None = None, split: str | None = None, data_files=None,

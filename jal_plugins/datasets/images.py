@@ -87,10 +87,25 @@ def decode_images(sources, names: list[str], size: int | None, where: str) -> tu
     return np.ascontiguousarray(images[: len(kept)].transpose(0, 3, 1, 2)), np.asarray(kept, np.int64), skipped
 
 
-def warn_skipped(skipped: dict, where: str) -> None:
+def _warn_skipped(skipped: dict, where: str) -> None:
     """One warning naming the images that were skipped (and why the first was)."""
     if skipped:
         names = list(skipped)
         more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
         warnings.warn(f"{where}: skipped {len(names)} unreadable image(s): {', '.join(names[:SHOWN])}{more} "
-                      f"({names[0]}: {skipped[names[0]]})", stacklevel=2)  # fmt: skip
+                      f"({names[0]}: {skipped[names[0]]})", stacklevel=3)  # fmt: skip
+
+
+def load_images(kind: str, key, sources, names: list[str], size, where: str, cache_dir):
+    """``decode_images(sources(), ...)`` through the disk cache (``jal_plugins.datasets.cache``):
+    ``(images, kept rows)``. Skipped images are warned about on every load, cached or not."""
+    from jal_plugins.datasets.cache import cached
+
+    def build():
+        x, kept, skipped = decode_images(sources(), names, size, where)
+        why = np.asarray(list(skipped.values()), str)
+        return {"x": x, "kept": kept, "skipped": np.asarray(list(skipped), str), "why": why}
+
+    arrays = cached(kind, key, build, cache_dir)
+    _warn_skipped(dict(zip(arrays["skipped"].tolist(), arrays["why"].tolist())), where)
+    return arrays["x"], arrays["kept"]

@@ -43,7 +43,8 @@ def feature_columns_of(ds, label_column: str, given, where: str) -> list[str]:
 def _arrow(parts, column: str):
     import pyarrow as pa
 
-    return pa.chunked_array([c for ds in parts for c in ds.select_columns([column]).with_format("arrow")[:][column].chunks])
+    tables = [ds.select_columns([column]).with_format("arrow")[:] for ds in parts]
+    return pa.chunked_array([chunk for table in tables for chunk in table[column].chunks])
 
 
 def labels(parts, column: str, what: str) -> tuple[np.ndarray, list[str]]:
@@ -78,7 +79,8 @@ def features(parts, columns: list[str], what: str) -> np.ndarray:
     out = []
     for column in columns:
         values = _arrow(parts, column)
-        if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_boolean(values.type)):
+        kind = values.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
             raise ValueError(f"feature column {column!r} of {what} is not numeric ({values.type}); "
                              "encode it as numbers or leave it out of feature_columns")  # fmt: skip
         array = values.to_numpy(zero_copy_only=False).astype(np.float64)
