@@ -1,4 +1,4 @@
-"""The ``jal-plugins`` command line: list, noise, bound, run, demo, bench.
+"""The ``jal-plugins`` command line: list, noise, bound, run, demo, bench, audit.
 
 The only module that parses arguments or prints for the user; the library never imports it.
 """
@@ -175,15 +175,21 @@ def _status(records) -> int:
     return 1 if diverged else 0
 
 
+def _config(args) -> dict:
+    """Engine fields given on the command line: ``--set KEY=VALUE`` and the ``--epochs``-style shortcuts."""
+    config = parse_kvs(args.set)
+    for name in ("epochs", "batch_size", "lr"):
+        if getattr(args, name) is not None:
+            config[name] = getattr(args, name)
+    return config
+
+
 def cmd_run(args) -> int:
     from jal_plugins.job import Job
     from jal_plugins.report import matrix
     from jal_plugins.runner import distributed
 
-    config = parse_kvs(args.set)
-    for name in ("epochs", "batch_size", "lr"):
-        if getattr(args, name) is not None:
-            config[name] = getattr(args, name)
+    config = _config(args)
     params = {field: parse_kvs(getattr(args, option)) for option, field in PARAM_OPTIONS.items()}
     losses = [parse_spec(spec, first=None) for spec in args.loss]  # jal-ce,a=auto: parameters of that loss
     jobs = [
@@ -252,6 +258,77 @@ def cmd_demo(args) -> int:
     return _status(records)
 
 
+def _audit_report(s: dict) -> str:
+    """The printed summary of an audit: issues, noise per class, the noise matrix, the worst labels."""
+    names = s["classes"]
+    lines = [
+        f"{s['dataset']}: {s['examples']} labelled examples, {len(names)} classes; out-of-sample probabilities from "
+        f"{s['folds']} folds of {s['model']} trained with {s['loss']} for {s['epochs']} epochs"
+        + (f"; a = {s['loss_params']['a']:g} chosen on held-out labels" if s.get("selection") else ""),
+        f"label issues: {s['issues']} ({s['issues'] / s['examples']:.1%} of the examples), "
+        f"worst first in {s['files']['csv']}",
+        f"estimated noise rate: {s['estimated_noise_rate']:.1%}",
+        "",
+        _table([[c["class"], c["examples"], c["issues"], f"{c['noise_rate']:.1%}"] for c in s["per_class"]],
+               ["class", "examples", "issues", "est. noise rate"]),
+        "",
+    ]  # fmt: skip
+    if len(names) <= 20:
+        rows = [[name] + [f"{v:.2f}" for v in row] for name, row in zip(names, s["noise_matrix"])]
+        lines += ["estimated noise matrix T[true, given] (rows: true class, columns: given label)",
+                  _table(rows, ["true \\ given"] + names), ""]  # fmt: skip
+    else:
+        summary = Path(s["files"]["csv"]).parent / "audit.json"
+        lines += [f"estimated noise matrix ({len(names)}x{len(names)}): in {summary}", ""]
+    if s["top"]:
+        rows = [[r["index"], r["id"], r["given_label"], r["suggested_label"], r["label_quality"]] for r in s["top"]]
+        lines += [f"worst {len(rows)}:", _table(rows, ["index", "id", "given", "suggested", "label quality"]), ""]
+    png = s["files"]["png"]
+    lines.append(f"chart: {png}" if png else "chart skipped: pip install 'jal-plugins[plot]' for matplotlib")
+    return "\n".join(lines)
+
+
+def cmd_audit(args) -> int:
+    from jal_plugins.audit import audit, audit_job, defaults
+
+    out = Path(args.out)
+    params = {field: parse_kvs(getattr(args, option)) for option, field in PARAM_OPTIONS.items()
+              if option != "method_param"}  # fmt: skip
+    job = audit_job(args.dataset, out, loss=args.loss, config=_config(args), seed=args.seed, preset=args.preset,
+                    model=args.model, device=args.device, **params)  # fmt: skip
+    folds = args.folds or defaults()["folds"]  # the bar's label
+    bar = None
+
+    def progress(epoch, epochs):
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=epochs, initial=epoch - 1, desc=f"{folds} folds", unit="epoch", file=sys.stderr)
+        bar.update(1)
+
+    try:
+        summary = audit(job, out, folds, progress=progress if sys.stderr.isatty() and not args.json else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(json.dumps(summary, indent=1) if args.json else _audit_report(summary))
+    return 0
+
+
+def _recipe_options(p) -> None:
+    """What changes a run's recipe: network, preset, engine fields, loss/model/dataset parameters."""
+    p.add_argument("--preset", help="loss/regularisation preset (default: the dataset recipe's)")
+    p.add_argument("--model", help="registered network (default: the dataset recipe's)")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any engine field, e.g. clip=null, l1=5e-5")
+    p.add_argument("--loss-param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--model-param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--dataset-param", action="append", metavar="KEY=VALUE", help="e.g. path=data.npz")
+
+
 def _training_options(p, out_help: str, out_default=None, workers_default=None) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default=out_default, help=out_help)
@@ -306,18 +383,10 @@ def build_parser() -> Parser:
     p.add_argument("--noise", nargs="+", default=["none"], help="SPEC: none, symmetric:0.4, asymmetric:0.4, ...")
     p.add_argument("--loss", nargs="+", default=["jal-ce"],
                    help="NAME[,KEY=VALUE...], e.g. ce jal-ce,a=auto jal-ce,a=10 (a=auto chooses JAL's a for the data)")
-    p.add_argument("--preset", help="loss/regularisation preset (default: the dataset recipe's)")
-    p.add_argument("--model", help="registered network (default: the dataset recipe's)")
     p.add_argument("--method", nargs="+", default=["erm"], help="training method: erm, co-teaching, cleanlab-prune, ...")
     p.add_argument("--method-param", action="append", metavar="KEY=VALUE", help="e.g. forget_rate=0.4, folds=4")
-    p.add_argument("--epochs", type=positive_int)
-    p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--lr", type=positive)
     p.add_argument("--seed", type=non_negative_int, nargs="+", default=[0])
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any engine field, e.g. clip=null, l1=5e-5")
-    p.add_argument("--loss-param", action="append", metavar="KEY=VALUE")
-    p.add_argument("--model-param", action="append", metavar="KEY=VALUE")
-    p.add_argument("--dataset-param", action="append", metavar="KEY=VALUE", help="e.g. path=data.npz")
+    _recipe_options(p)
     _training_options(p, "folder for results.jsonl, curves and checkpoints (rerun to resume)", workers_default=1)
     p.set_defaults(func=cmd_run)
 
@@ -334,6 +403,19 @@ def build_parser() -> Parser:
                    help="override, e.g. source=c10.npz, or cifar10n.source=c10.npz for one dataset")  # fmt: skip
     _training_options(p, "results folder (default: jal-bench-SUITE; rerun to resume)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("audit", help="which labels are wrong? K-fold out-of-sample probabilities, then cleanlab")
+    p.add_argument("--dataset", required=True, help="registered dataset: imagefolder, hf, table, npz, cifar10n, ...")
+    p.add_argument("--loss", help="registered loss of the fold networks (default: registry.toml [audit], jal-ce)")
+    p.add_argument("--folds", type=_arg(lambda v: checks.integer("folds", v, low=2)),
+                   help="cross-validation folds, trained as one stack (default: 5)")  # fmt: skip
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and their networks")
+    _recipe_options(p)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--out", required=True, help="folder for label_issues.csv/.png, audit.json, pred_probs.npz, the "
+                   "checkpoint (rerun to resume) and the data cache (out/cache)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

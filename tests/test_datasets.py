@@ -83,6 +83,7 @@ def test_dataset_plugin_puts_hub_rows_back_in_original_order(hub, labels_file, o
     # without a label file the Hub's documented order is used, with the same result
     plain = cifar10(source=str(hub), cache_dir=str(tmp_path))
     np.testing.assert_array_equal(plain.x_train, data.x_train)
+    assert plain.names == data.names == [f"c{i}" for i in range(10)]  # the Hub's ClassLabel names
 
 
 def test_label_file_in_another_order_raises(hub, original, tmp_path):
@@ -185,6 +186,7 @@ def test_mnist_family_reads_idx_and_balanced_subsets(tmp_path):
     data = mnist(path=str(tmp_path), train_size=50)
     assert data.x_train.shape == (50, 1, 28, 28) and np.bincount(data.y_train).tolist() == [5] * 10
     assert data.mean == [0.1307] and data.x_test.shape == (20, 1, 28, 28)
+    assert data.train_index.tolist() == sorted(data.train_index) and data.test_index[0] == 120
     with pytest.raises(ValueError, match="subset size"):
         mnist(path=str(tmp_path), train_size=500)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01junk"))

@@ -2,7 +2,10 @@
 
 from jal_plugins.datasets.arrays import ArrayDataset, as_nchw, balanced_subset, channel_stats, digits, npz
 from jal_plugins.datasets.cifar import cifar10, cifar10n, cifar100, cifar100n
+from jal_plugins.datasets.folder import imagefolder
+from jal_plugins.datasets.hf import hf
 from jal_plugins.datasets.idx import fashion_mnist, mnist
+from jal_plugins.datasets.table import table
 
 CATALOGUE = {
     "digits": (digits, ()),
@@ -13,6 +16,9 @@ CATALOGUE = {
     "cifar100n": (cifar100n, ("cifar-100n",)),
     "mnist": (mnist, ()),
     "fashion-mnist": (fashion_mnist, ("fmnist",)),
+    "imagefolder": (imagefolder, ("image-folder",)),
+    "hf": (hf, ("huggingface",)),
+    "table": (table, ("csv", "parquet")),
 }
 
 

@@ -24,15 +24,23 @@ class ArrayDataset:
     std: list[float] | None = None
     noisy_labels: dict[str, np.ndarray] = field(default_factory=dict)  # real label sets (CIFAR-N)
     train_index: np.ndarray | None = None  # each train row's position in the source's original order
+    test_index: np.ndarray | None = None  # each test row's position (default: after the train rows)
+    class_names: list[str] | None = None  # folder names, ClassLabel names or the label values, sorted
+    ids: np.ndarray | None = None  # ids[position]: what the source calls that example (a relative path)
 
     def __post_init__(self):
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if len(x) != len(y):
                 raise ValueError(f"{self.name}: {len(x)} {split} inputs but {len(y)} labels")
+            index = getattr(self, f"{split}_index")
+            if index is not None and len(index) != len(y):
+                raise ValueError(f"{self.name}: {len(y)} {split} rows but {len(index)} positions in {split}_index")
             finite_array(f"{self.name} x_{split}", x)
             y, _ = class_labels(f"{self.name} y_{split}", y, self.num_classes)
             setattr(self, f"y_{split}", y)
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
         if self.x_train.dtype == np.uint8 and self.mean is None:
             self.mean, self.std = channel_stats(self.x_train)
 
@@ -48,6 +56,23 @@ class ArrayDataset:
     @property
     def is_image(self) -> bool:
         return self.x_train.ndim == 4
+
+    @property
+    def names(self) -> list[str]:
+        """The class names (``"0"``, ``"1"``, ... when the source has none)."""
+        return list(self.class_names) if self.class_names is not None else [str(k) for k in range(self.num_classes)]
+
+    def labelled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every labelled example, train rows then test rows: ``(inputs, labels, source positions)``."""
+        train = np.arange(len(self.y_train)) if self.train_index is None else np.asarray(self.train_index)
+        start = int(train.max()) + 1 if train.size else 0
+        test = start + np.arange(len(self.y_test)) if self.test_index is None else np.asarray(self.test_index)
+        x = np.concatenate([self.x_train, self.x_test])
+        return x, np.concatenate([self.y_train, self.y_test]), np.concatenate([train, test]).astype(np.int64)
+
+    def example_ids(self, positions) -> list[str]:
+        """What the source calls the examples at ``positions``: ``ids`` entries, else the position itself."""
+        return [str(p) if self.ids is None else str(self.ids[p]) for p in positions]
 
     def features(self) -> np.ndarray:
         """Flattened, normalised training inputs (for instance-dependent noise)."""
@@ -81,10 +106,10 @@ def digits(test_size: int = 500, split_seed: int = 0) -> ArrayDataset:
 
     raw = load_digits()
     images = np.round(raw.images * (255 / 16)).astype(np.uint8)[:, None]
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        images, raw.target.astype(np.int64), test_size=test_size, stratify=raw.target, random_state=split_seed
-    )
-    return ArrayDataset("digits", x_tr, y_tr, x_te, y_te, 10)
+    labels = raw.target.astype(np.int64)
+    tr, te = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=split_seed)
+    return ArrayDataset("digits", images[tr], labels[tr], images[te], labels[te], 10, train_index=tr, test_index=te,
+                        class_names=[str(d) for d in range(10)])  # fmt: skip
 
 
 def npz(path: str, num_classes: int | None = None) -> ArrayDataset:

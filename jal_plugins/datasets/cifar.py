@@ -174,9 +174,12 @@ def load(dataset: str, source: str | None = None, labels_file: str | None = None
     x = src.x_train
     x_train = decode(x)[order] if isinstance(x, np.ndarray) else decode([x[i] for i in order])  # decode once
     mean, std = NORMALIZE[name]
+    names = src.class_names or (CIFAR10_CLASSES if name == "cifar10" else None)
+    names = names if names is not None and len(names) == NUM_CLASSES[name] else None  # a source's own, if they fit
     return ArrayDataset(
         dataset.lower(), x_train, np.asarray(src.y_train, np.int64)[order], decode(src.x_test),
         np.asarray(src.y_test, np.int64), NUM_CLASSES[name], list(mean), list(std), sets, index[order],
+        class_names=None if names is None else list(names),
     )  # fmt: skip
 
 

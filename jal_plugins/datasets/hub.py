@@ -5,17 +5,54 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import numpy as np
 
 
-def load_hub(path: str, *, revision: str | None = None, cache_dir: str | None = None, **kwargs):
-    """``datasets.load_dataset(path, ...)``; an unreachable Hub becomes a FileNotFoundError that says so."""
+# A single data file is loaded by the builder of its format.
+BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+@contextlib.contextmanager
+def quiet():
+    """``datasets``' progress bars off while loading: a command's stderr keeps to its own lines."""
     import datasets
 
+    was_on = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
     try:
-        return datasets.load_dataset(path, revision=revision, cache_dir=cache_dir, **kwargs)
-    except ConnectionError as exc:
-        raise FileNotFoundError(f"cannot load {path!r}: {exc} (offline? pass a local folder or files)") from exc
+        yield
+    finally:
+        if was_on:
+            datasets.enable_progress_bars()
+
+
+def load_hub(path: str, *, revision: str | None = None, cache_dir: str | None = None, **kwargs):
+    """``datasets.load_dataset(path, ...)`` for a Hub id, a local dataset folder or a single data file.
+
+    A folder written by ``save_to_disk`` is read with ``load_from_disk``; a ``.parquet``, ``.arrow``,
+    ``.csv``, ``.tsv`` or ``.json(l)`` file with the builder of its format. An unreachable Hub becomes
+    a FileNotFoundError that says so.
+    """
+    import datasets
+
+    local = Path(str(path)).expanduser()
+    with quiet():
+        if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
+            return datasets.load_from_disk(str(local))
+        if local.is_file():
+            if local.suffix.lower() not in BUILDERS:
+                raise ValueError(f"{str(path)!r}: cannot read {local.suffix or 'extensionless'} files; "
+                                 f"give a {', '.join(BUILDERS)} file or a dataset folder")  # fmt: skip
+            kwargs = {**kwargs, "data_files": str(local)}
+            kwargs.update({"delimiter": "\t"} if local.suffix.lower() == ".tsv" else {})
+            path = BUILDERS[local.suffix.lower()]
+        try:
+            return datasets.load_dataset(path, revision=revision, cache_dir=cache_dir, **kwargs)
+        except ConnectionError as exc:
+            raise FileNotFoundError(f"cannot load {path!r}: {exc} (offline? pass a local folder or files)") from exc
 
 
 def load_cifar_base(base: str, *, revision: str | None = None, cache_dir: str | None = None):

@@ -17,6 +17,8 @@ FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 MNIST_NORMALIZE = ([0.1307], [0.3081])
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot"]  # fmt: skip
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -40,19 +42,22 @@ def _find(folder: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{folder} has no {stem}[.gz]")
 
 
-def load(name: str, path, train_size: int | None, seed: int, normalize=None) -> ArrayDataset:
+def load(name: str, path, train_size: int | None, seed: int, normalize=None, class_names=None) -> ArrayDataset:
     """The four IDX files in ``path`` (``train_size``: a class-balanced subset of the train split)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"{name}: folder {str(folder)!r} does not exist")
     arrays = {key: read_idx(_find(folder, stem)) for key, stem in FILES.items()}
     x_train, y_train = arrays["x_train"][:, None], arrays["y_train"].astype(np.int64)
+    keep = None
     if train_size is not None:
         keep = balanced_subset(y_train, train_size, seed)
         x_train, y_train = x_train[keep], y_train[keep]
     mean, std = normalize or (None, None)
+    test_index = len(arrays["y_train"]) + np.arange(len(arrays["y_test"]))  # the test files follow the train files
     return ArrayDataset(name, x_train, y_train, arrays["x_test"][:, None], arrays["y_test"].astype(np.int64), 10,
-                        mean, std)  # fmt: skip
+                        mean, std, train_index=keep, test_index=test_index,
+                        class_names=class_names or [str(d) for d in range(10)])  # fmt: skip
 
 
 def mnist(path: str | None = None, train_size: int | None = None, subset_seed: int = 0) -> ArrayDataset:
@@ -64,4 +69,4 @@ def mnist(path: str | None = None, train_size: int | None = None, subset_seed: i
 
 def fashion_mnist(path: str = FASHION_MNIST_DIR, train_size: int | None = None, subset_seed: int = 0):
     """Fashion-MNIST (default: the Debian package's folder); normalised with its own train statistics."""
-    return load("fashion-mnist", path, train_size, subset_seed)
+    return load("fashion-mnist", path, train_size, subset_seed, class_names=FASHION_MNIST_CLASSES)

@@ -16,7 +16,8 @@ def check_folds(folds) -> int:
     return integer("folds", folds, low=2)
 
 
-def _folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` (training rows, held-out rows) pairs, stratified on ``labels``, shuffled with ``seed``."""
     from sklearn.model_selection import StratifiedKFold
 
     return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
@@ -63,7 +64,7 @@ class CrossFit:
         """One epoch of the current fold's network; its held-out rows are predicted when it finishes."""
         if self._splits is None:
             labels = data.y.cpu().numpy()
-            self._splits = _folds(labels, self.folds, self.context.seed)
+            self._splits = stratified_folds(labels, self.folds, self.context.seed)
             if self.probs is None:
                 self.probs = np.zeros((len(labels), self.context.num_classes))
         fit_rows, held_rows = self._splits[self.fold]

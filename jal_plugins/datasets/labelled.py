@@ -1,0 +1,87 @@
+"""The user's own labelled examples as an ``ArrayDataset``: class names from label values, a stratified split.
+
+Shared by the ``imagefolder``, ``hf`` and ``table`` plugins, so every source names its classes, splits
+and standardises the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from jal_plugins.checks import integer, probability
+from jal_plugins.datasets.arrays import ArrayDataset
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+
+
+def class_codes(values, what: str) -> tuple[np.ndarray, list[str]]:
+    """Label values (numbers or strings) as codes 0..K-1 and the K class names: the values, sorted.
+
+    Numbers sort as numbers (2 before 10). A missing value (None, NaN, empty) or a single class is an
+    error naming ``what`` (the column and its file).
+    """
+    values = list(values)
+    missing = [row for row, v in enumerate(values) if _missing(v)]
+    if missing:
+        raise ValueError(f"{what} has {len(missing)} missing value(s), the first at row {missing[0]}")
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values)
+    keys = values if numeric else [str(v) for v in values]
+    classes = sorted(set(keys))
+    check_classes([str(c) for c in classes], what)
+    code = {c: k for k, c in enumerate(classes)}
+    return np.fromiter((code[v] for v in keys), np.int64, len(keys)), [str(c) for c in classes]
+
+
+def check_classes(names: list[str], what: str) -> None:
+    """Refuse a source with fewer than two classes."""
+    if len(names) < 2:
+        found = f"a single class {names[0]!r}" if names else "no classes"
+        raise ValueError(f"{what} has {found}; a classifier needs at least 2 classes")
+
+
+def split_rows(labels: np.ndarray, test_fraction: float, seed: int, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train rows, test rows): a stratified split, ``test_fraction`` of every class held out."""
+    from sklearn.model_selection import train_test_split
+
+    probability("test_fraction", test_fraction, open_low=True, open_high=True)
+    integer("split_seed", seed, low=0)
+    counts = np.bincount(labels, minlength=len(names))
+    if counts.min() < 2:
+        raise ValueError(
+            f"class {names[int(counts.argmin())]!r} has {counts.min()} example(s); "
+            "a stratified split (test_fraction) needs at least 2 per class"
+        )
+    train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=seed)
+    return np.sort(train), np.sort(test)
+
+
+def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Float features standardised with the training rows' mean and std (a constant column is centred only)."""
+    mean = train.mean(0)
+    std = train.std(0)
+    std = np.where(std > 0, std, 1.0)
+    return [((x - mean) / std).astype(np.float32) for x in (train, *others)]
+
+
+def dataset(name: str, x_train, y_train, x_test, y_test, class_names: list[str], *, train_index=None, test_index=None,
+            ids=None) -> ArrayDataset:  # fmt: skip
+    """An ``ArrayDataset`` of examples; float features standardised with the training statistics."""
+    if x_train.dtype != np.uint8:
+        x_train, x_test = standardize(x_train.astype(np.float64), x_test.astype(np.float64))
+    return ArrayDataset(name, x_train, y_train, x_test, y_test, len(class_names), train_index=train_index,
+                        test_index=test_index, class_names=list(class_names),
+                        ids=None if ids is None else np.asarray(ids))  # fmt: skip
+
+
+def split_dataset(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str], test_fraction: float,
+                  seed: int, *, positions=None, ids=None) -> ArrayDataset:  # fmt: skip
+    """Examples of a source without a test split, split by ``split_rows``; ``positions``: each row's
+    position in the source (default: its row number)."""
+    positions = np.arange(len(labels)) if positions is None else np.asarray(positions)
+    train, test = split_rows(labels, test_fraction, seed, class_names)
+    return dataset(name, x[train], labels[train], x[test], labels[test], class_names, train_index=positions[train],
+                   test_index=positions[test], ids=ids)  # fmt: skip

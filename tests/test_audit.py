@@ -1,0 +1,173 @@
+"""``jal-plugins audit`` through the real CLI: real training, the real cleanlab, files the test writes."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+Image = pytest.importorskip("PIL.Image")
+COLUMNS = ["index", "id", "given_label", "suggested_label", "label_quality"]
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    return raw.images, raw.target
+
+
+def _flip(labels, rate, seed=0):
+    """(given labels, flipped mask): ``rate`` of the labels moved to another class."""
+    rng = np.random.default_rng(seed)
+    flipped = rng.random(len(labels)) < rate
+    return np.where(flipped, (labels + rng.integers(1, 10, len(labels))) % 10, labels), flipped
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return reader.fieldnames, list(reader)
+
+
+def _assert_refused(out, *fragments):
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory):
+    """scikit-learn's digits as 8x8 PNGs in folders digit-0 ... digit-9, 15 % of them in a wrong folder,
+    and one corrupt file."""
+    images, clean = _digits()
+    images, clean = images[:1000], clean[:1000]
+    given, flipped = _flip(clean, 0.15)
+    root = tmp_path_factory.mktemp("digits") / "folder"
+    for i, (image, label) in enumerate(zip(images, given)):
+        path = root / f"digit-{label}" / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(image * 255 / 16).astype(np.uint8)).save(path)
+    (root / "digit-3" / "9999.png").write_bytes(b"not a png")
+    return root, given, flipped
+
+
+@pytest.fixture
+def isolated(env, tmp_path):
+    """An environment whose home and caches are empty folders, to see that nothing is written there."""
+    homes = {name: tmp_path / name for name in ("home", "xdg", "hf")}
+    for folder in homes.values():
+        folder.mkdir()
+    env = {**env, "HOME": str(homes["home"]), "XDG_CACHE_HOME": str(homes["xdg"]), "HF_HOME": str(homes["hf"]),
+           "MPLCONFIGDIR": str(tmp_path / "matplotlib"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # fmt: skip
+    env.pop("JAL_PLUGINS_CACHE", None)
+    return env, homes
+
+
+def test_audit_of_an_image_folder_ranks_the_wrong_labels_first(digit_folder, cli, isolated, tmp_path):
+    root, given, flipped = digit_folder
+    env, homes = isolated
+    out = tmp_path / "audit"
+    args = ["audit", "--dataset", "imagefolder", "--dataset-param", f"path={root}", "--epochs", 12, "--out", out]
+    done = cli(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "skipped 1 unreadable image(s): digit-3/9999.png" in done.stderr
+    header, rows = _rows(out / "label_issues.csv")
+    assert header == COLUMNS
+    quality = [float(r["label_quality"]) for r in rows]
+    assert quality == sorted(quality)  # worst first
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    for r in rows:  # index: position in the sorted file list; id: the relative path; labels: folder names
+        assert files[int(r["index"])] == r["id"] and r["id"].split("/")[0] == r["given_label"]
+        assert r["suggested_label"] != r["given_label"] and r["suggested_label"].startswith("digit-")
+    numbers = [int(r["id"][-8:-4]) for r in rows]
+    top = numbers[: flipped.sum()]
+    assert np.mean(flipped[top]) > 0.85 and np.mean(flipped[numbers]) > 0.85  # precision
+    assert np.isin(np.flatnonzero(flipped), numbers).mean() > 0.85  # recall
+    assert "label issues: " in done.stdout and "estimated noise matrix T[true, given]" in done.stdout
+    summary = json.loads((out / "audit.json").read_text())
+    assert summary["examples"] == len(given) and summary["issues"] == len(rows)
+    assert summary["classes"] == [f"digit-{d}" for d in range(10)]
+    assert 0.08 < summary["estimated_noise_rate"] < 0.25
+    # a="auto" by default: chosen once among the candidates, then every fold trains with it
+    chosen = summary["selection"]["chosen"]["loss_params"]
+    assert chosen in [c["loss_params"] for c in summary["selection"]["candidates"]] and summary["loss_params"]["a"] == chosen["a"]
+    assert f"a = {chosen['a']:g} chosen on held-out labels" in done.stdout
+    matrix = np.asarray(summary["noise_matrix"])
+    np.testing.assert_allclose(matrix.sum(1), 1)  # rows: the true class
+    assert (out / "label_issues.png").stat().st_size > 0
+    probs = np.load(out / "pred_probs.npz")
+    assert probs["pred_probs"].shape == (len(given), 10) and sorted(probs["index"]) == list(probs["index"])
+    # nothing outside --out: the image cache and the datasets cache live in out/cache
+    assert list((out / "cache").glob("imagefolder-*.npz"))
+    assert all(not any(folder.iterdir()) for folder in homes.values())
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == files
+    # the same command resumes from the finished checkpoint: no training, the same answer, as JSON
+    again = cli(*args, "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["top"] == summary["top"] and _rows(out / "label_issues.csv")[1] == rows
+
+
+def test_audit_of_a_table_names_rows_and_charts_issues_per_class(tmp_path, cli, isolated):
+    images, clean = _digits()
+    given, flipped = _flip(clean[:900], 0.1, seed=1)
+    path = tmp_path / "digits.csv"
+    names = np.asarray(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    columns = [f"p{i}" for i in range(64)]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["digit", *columns])
+        writer.writerows([name, *pixels] for name, pixels in zip(names[given], images[:900].reshape(900, -1)))
+    env, _ = isolated
+    out = tmp_path / "audit"
+    done = cli("audit", "--dataset", "table", "--dataset-param", f"path={path}", "--dataset-param", "label_column=digit",
+               "--batch-size", 32, "--epochs", 20, "--loss-param", "a=16", "--out", out, "--json", env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["selection"] is None and summary["loss_params"]["a"] == 16  # a given: nothing to choose
+    assert summary["model"] == "mlp" and summary["classes"] == sorted(names.tolist())
+    _, rows = _rows(out / "label_issues.csv")
+    assert all(r["id"] == r["index"] and names[given[int(r["index"])]] == r["given_label"] for r in rows)
+    rows_flagged = [int(r["index"]) for r in rows]
+    assert np.mean(flipped[rows_flagged]) > 0.7 and np.isin(np.flatnonzero(flipped), rows_flagged).mean() > 0.7
+    assert (out / "label_issues.png").stat().st_size > 0
+
+
+def _folder(root, classes):
+    root.mkdir()
+    for name, count in classes.items():
+        (root / name).mkdir()
+        for i in range(count):
+            Image.fromarray(np.full((4, 4), 40 * i, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _csv(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("make, params, fragments", [
+    (lambda t: _folder(t / "empty", {}), ["path={p}"], ["has no class sub-folders", "empty"]),
+    (lambda t: _folder(t / "f", {"cat": 6, "dog": 0}), ["path={p}"], ["class folder", "dog' has no images"]),
+    (lambda t: _folder(t / "f", {"cat": 6}), ["path={p}"], ["single class 'cat'"]),
+    (lambda t: _folder(t / "f", {"cat": 6, "dog": 3}), ["path={p}"], ["class 'dog' has 3 example(s)", "--folds 5"]),
+    (lambda t: _csv(t / "t.csv", "a,y\n1,u\n2,v\n"), ["path={p}", "label_column=label"],
+     ["label_column 'label' is not a column of", "t.csv", "a, y"]),
+    (lambda t: _csv(t / "t.csv", "a,y\n1,u\n2,\n3,v\n"), ["path={p}", "label_column=y"],
+     ["label_column 'y' of", "t.csv", "1 missing value(s), the first at row 1"]),
+    (lambda t: _csv(t / "t.csv", "a,b,y\n1,x,u\n2,z,v\n"), ["path={p}", "label_column=y"],
+     ["feature column 'b' of", "t.csv", "not numeric"]),
+])  # fmt: skip
+def test_bad_input_is_one_line_naming_the_file_or_column(tmp_path, cli, make, params, fragments):
+    source = make(tmp_path)
+    dataset = "table" if source.suffix == ".csv" else "imagefolder"
+    extra = [a for p in params for a in ("--dataset-param", p.format(p=source))]
+    out = cli("audit", "--dataset", dataset, *extra, "--out", tmp_path / "out")
+    _assert_refused(out, *fragments)
+
+
+def test_audit_option_errors(tmp_path, cli):
+    _assert_refused(cli("audit", "--dataset", "digits", "--folds", 1, "--out", tmp_path), "folds must be an integer >= 2")
+    _assert_refused(cli("audit", "--dataset", "digits", "--loss", "nope", "--out", tmp_path), "unknown loss 'nope'")
