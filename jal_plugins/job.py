@@ -3,9 +3,8 @@
 The runner, the estimator and the audit all build their runs here. A job names a dataset, a noise,
 a loss, a method and a seed; the dataset's recipe (``registry.toml``) supplies the network, the loss
 preset and the training settings, and its preset the method's parameters for the noise level;
-explicit parameters override them all. ``prepare`` loads the data,
-draws the noisy labels and returns a ``MethodContext`` that builds seeded networks, losses and
-configs.
+explicit parameters override them all. ``prepare`` loads the data, draws the noisy labels and
+returns a ``MethodContext`` that builds seeded networks, losses and configs.
 """
 
 from __future__ import annotations
