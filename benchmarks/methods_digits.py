@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    jobs = [Job("digits", NOISE, loss, seed, method=method, device="cpu") for method, loss in ROWS for seed in range(args.seeds)]
+    jobs = [Job("digits", NOISE, loss, seed, method=method, device="cpu")
+            for method, loss in ROWS for seed in range(args.seeds)]  # fmt: skip
     start = time.perf_counter()
     records = run_jobs(jobs, Path(args.out), workers=args.workers, stack=1)
     elapsed = time.perf_counter() - start

@@ -39,7 +39,8 @@ def test_expected_loss_is_soft_cross_entropy_for_ce_and_linear_in_the_targets_fo
     torch.testing.assert_close(expected_loss(jal, logits, onehot), jal(logits, labels))
     other = torch.softmax(torch.randn(6, 5, generator=gen), 1)
     mixed = expected_loss(jal, logits, 0.3 * target + 0.7 * other)
-    torch.testing.assert_close(mixed, 0.3 * expected_loss(jal, logits, target) + 0.7 * expected_loss(jal, logits, other))
+    linear = 0.3 * expected_loss(jal, logits, target) + 0.7 * expected_loss(jal, logits, other)
+    torch.testing.assert_close(mixed, linear)
 
 
 def test_the_gmm_split_finds_the_low_loss_mode_whatever_the_loss_scale():
@@ -130,7 +131,8 @@ def test_explicit_method_parameters_override_the_preset_and_change_the_run_id():
     checked = validate(preset)
     assert checked.method_params["lambda_u"] == 50.0 and checked.key() == preset.key()
     # another preset, other values
-    assert Job("cifar10", "symmetric:0.8", method="dividemix", preset="cifar100").settings()["method_params"]["warmup_epochs"] == 30
+    other = Job("cifar10", "symmetric:0.8", method="dividemix", preset="cifar100")
+    assert other.settings()["method_params"]["warmup_epochs"] == 30
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -158,13 +160,16 @@ def _curve(out):
     ("dividemix", ["--method-param", "warmup_epochs=2"], 3),  # killed once co-divided epochs have begun
     ("elr", [], 2),
 ])  # fmt: skip
-def test_trains_through_the_runner_and_a_killed_run_resumes_to_the_same_result(method, params, kill_after, tmp_path, env):
+def test_trains_through_the_runner_and_a_killed_run_resumes_to_the_same_result(method, params, kill_after,
+                                                                               tmp_path, env):  # fmt: skip
     args = ["run", "--noise", "symmetric:0.6,exact=false", "--method", method, *params, "--loss", "ce",
             "--epochs", "6", "--model-param", "width=0.5", "--json"]  # fmt: skip
     command = [sys.executable, "-m", "jal_plugins", *args]
-    whole = subprocess.Popen([*command, "--out", str(tmp_path / "whole")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([*command, "--out", str(killed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def start(out):
+        return subprocess.Popen([*command, "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    whole, killed = start(tmp_path / "whole"), tmp_path / "killed"
+    proc = start(killed)  # the two run side by side; this one is killed mid-run
     deadline, epoch = time.time() + 240, 0
     while time.time() < deadline and epoch < kill_after and proc.poll() is None:
         found = list(killed.glob("runs/*/checkpoint.pt"))

@@ -56,7 +56,8 @@ def mix_weight(rng: np.random.Generator, alpha: float) -> float:
 
 
 def mixup(inputs: torch.Tensor, targets: torch.Tensor, weight: float, perm: torch.Tensor) -> tuple:
-    """MixMatch's mixing: row ``i`` becomes ``weight·row_i + (1 − weight)·row_perm[i]``, inputs and targets alike."""
+    """MixMatch's mixing: row ``i`` becomes ``weight·row_i + (1 − weight)·row_perm[i]``, inputs and
+    targets alike."""
     return weight * inputs + (1 - weight) * inputs[perm], weight * targets + (1 - weight) * targets[perm]
 
 
@@ -97,6 +98,9 @@ class DivideMix:
     forward passes for the targets. For a loss other than CE, the supervised term evaluates the loss
     against every class (K evaluations per sample). Paper values per dataset and noise level are
     presets in ``registry.toml``; the defaults here are the paper's CIFAR-10 values at 50 % noise.
+    Unlike the reference code, warm-up uses the run's loss (not CE with a confidence penalty for
+    asymmetric noise), the mixture fits the current epoch's losses only (the code averages the last
+    five at 90 % noise), and the learning rate follows the run's recipe.
     """
 
     def __init__(self, context, p_threshold: float = 0.5, temperature: float = 0.5, alpha: float = 4.0,
@@ -132,7 +136,8 @@ class DivideMix:
         if self.epoch < self.warmup_epochs:
             return [net.train_epoch(data) for net in self.nets][0]
         epoch = self.epoch
-        self.probs = [clean_probability(self._losses(net, data), self._seed(epoch, i)) for i, net in enumerate(self.nets)]
+        self.probs = [clean_probability(self._losses(net, data), self._seed(epoch, i))
+                      for i, net in enumerate(self.nets)]  # fmt: skip
         return [self._train(i, data, epoch) for i in range(2)][0]
 
     def _seed(self, epoch: int, *tags) -> int:

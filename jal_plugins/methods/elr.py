@@ -57,7 +57,8 @@ class ELR:
         if self.targets is None:
             self.targets = torch.zeros(len(data), self.num_classes, device=net.device)
         if len(self.targets) != len(data):
-            raise ValueError(f"elr keeps one target per training row: it has {len(self.targets)}, the data {len(data)} rows")
+            raise ValueError(f"elr keeps one target per training row: it has {len(self.targets)}, "
+                             f"the data {len(data)} rows")  # fmt: skip
         loss_sum = torch.zeros((), device=net.device)
         correct = torch.zeros((), device=net.device, dtype=torch.long)
         seen = 0
