@@ -6,6 +6,7 @@ recipe cut to 50 epochs; CE, NCE+RCE, JAL-CE) plus the same runs of CE under ``d
 accuracy (mean ± std over seeds) and the mean seconds per run:
 
     python benchmarks/methods_fashion_mnist.py --out runs/methods-fashion-mnist    # rerun to resume
+    python benchmarks/methods_fashion_mnist.py --methods-only                      # DivideMix and ELR only
 
 Minutes per run on a CPU core (a DivideMix run costs about four erm runs).
 """
@@ -29,12 +30,15 @@ def main() -> None:
     parser.add_argument("--out", default="runs/methods-fashion-mnist", help="results folder (rerun to resume)")
     parser.add_argument("--seeds", type=int, help="seeds per cell (default: the suite's)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--methods-only", action="store_true",
+                        help="train only the methods' runs (the losses' are `jal-plugins bench cpu-fashion-mnist`'s)")
     args = parser.parse_args()
     suite, _, _ = suite_jobs("cpu-fashion-mnist", args.seeds, device="cpu")
     extra = [replace(job, method=method) for job in suite for method, losses in METHODS.items() if job.loss in losses]
     start = time.perf_counter()
     # the methods first: they take longest, and the losses' runs are the suite's own
-    records = run_jobs(extra + suite, Path(args.out), workers=args.workers, stack=1)
+    jobs = extra if args.methods_only else extra + suite
+    records = run_jobs(jobs, Path(args.out), workers=args.workers, stack=1)
     elapsed = time.perf_counter() - start
     print("fashion-mnist (10,000 train images), symmetric:0.8: test accuracy (%) after the last epoch\n")
     records = sorted(records, key=lambda r: r["method"] != "erm")  # the losses' rows first
