@@ -133,12 +133,16 @@ class DivideMix:
         one_device("dividemix", world)
         if data.w is not None:
             raise ValueError("dividemix does not take sample weights: its mixed targets replace the labels")
-        if self.epoch < self.warmup_epochs:
-            return [net.train_epoch(data) for net in self.nets][0]
         epoch = self.epoch
+        if epoch < self.warmup_epochs:
+            stats = self.nets[0].train_epoch(data)
+            self.nets[1].train_epoch(data)
+            return stats  # the first network's record: the runner adds the test accuracy to it
         self.probs = [clean_probability(self._losses(net, data), self._seed(epoch, i))
                       for i, net in enumerate(self.nets)]  # fmt: skip
-        return [self._train(i, data, epoch) for i in range(2)][0]
+        stats = self._train(0, data, epoch)
+        self._train(1, data, epoch)
+        return stats
 
     def _seed(self, epoch: int, *tags) -> int:
         return int(np.random.SeedSequence([STREAM, self.context.seed, epoch, *tags]).generate_state(1)[0])
