@@ -124,13 +124,13 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         return np.searchsorted(self.classes_, y)
 
     def _loss_params(self, selects: bool) -> dict:
-        """The loss parameters of this fit: ``a`` is ``"auto"`` when chosen, else as given."""
+        """The loss parameters of this fit: ``a`` is ``"auto"`` when chosen (by default with ``erm``), else as given."""
         from jal_plugins.selection import AUTO, has_amse
 
         params = dict(self.loss_params or {})
         if params.get("a") == AUTO and not selects:
             raise ValueError("partial_fit trains one epoch at a time and cannot choose a: give loss_params={'a': 30}")
-        if "a" not in params and selects and has_amse(self.loss, len(self.classes_), self.preset):
+        if "a" not in params and selects and self.method == "erm" and has_amse(self.loss, len(self.classes_), self.preset):
             params["a"] = AUTO
         return params
 

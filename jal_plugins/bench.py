@@ -87,19 +87,34 @@ def suite_jobs(name: str, seeds: int | None = None, device: str = "auto", data: 
                         model_params=dict(grid.get("model_params", {})), dataset_params=params, device=device)
                     for seed in range(n_seeds)
                 ]  # fmt: skip
-    paper = {
-        (dataset, noise, "erm", loss): value
-        for dataset, by_loss in spec.get("paper", {}).items()
-        for loss, by_noise in by_loss.items()
-        for noise, value in by_noise.items()
-    }
-    return jobs, labels, paper
+    return jobs, labels, paper_figures(spec)[0]
+
+
+def paper_figures(spec: dict) -> tuple[dict[tuple, float], dict[tuple, str]]:
+    """A suite's published numbers keyed like ``KEYS``, and the note of those that have one.
+
+    ``paper.DATASET`` maps each loss to ``{noise: %}`` for ``erm``; a table that maps losses to such
+    tables belongs to the method it is named after and may carry a ``note`` (e.g. "best epoch").
+    """
+    figures, notes = {}, {}
+    for dataset, table in spec.get("paper", {}).items():
+        for name, entry in table.items():
+            by_method = any(isinstance(v, dict) for v in entry.values())
+            method, by_loss = (name, entry) if by_method else ("erm", {name: entry})
+            for loss, by_noise in by_loss.items():
+                if loss == "note":
+                    continue
+                for noise, value in by_noise.items():
+                    figures[(dataset, noise, method, loss)] = value
+                    if by_method and "note" in entry:
+                        notes[(dataset, noise, method, loss)] = entry["note"]
+    return figures, notes
 
 
 def report(name: str, records: list[dict], labels: dict[str, str], paper: dict, seconds: float) -> dict:
     """The suite's comparison rows (ours beside the paper) and its records, as written to bench.json."""
     shown = [{**r, "noise": labels.get(r["noise"], r["noise"])} for r in records]
-    rows = comparison(shown, KEYS, paper)
+    rows = comparison(shown, KEYS, paper, paper_figures(load_suite(name)[1])[1])
     return {"suite": name, "seeds": len({r["seed"] for r in records}), "seconds": round(seconds, 1),
             "device": records[0]["device"] if records else None, "rows": rows, "records": records,
             "table": comparison_table(rows, KEYS), "shown": shown}  # fmt: skip

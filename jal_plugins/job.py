@@ -2,9 +2,9 @@
 
 The runner, the estimator and the audit all build their runs here. A job names a dataset, a noise,
 a loss, a method and a seed; the dataset's recipe (``registry.toml``) supplies the network, the loss
-preset and the training settings; explicit parameters override both. ``prepare`` loads the data,
-draws the noisy labels and returns a ``MethodContext`` that builds seeded networks, losses and
-configs.
+preset and the training settings, and its preset the method's parameters for the noise level;
+explicit parameters override them all. ``prepare`` loads the data, draws the noisy labels and
+returns a ``MethodContext`` that builds seeded networks, losses and configs.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Job:
         return {
             "dataset": self.dataset, "dataset_params": self.dataset_params, "noise": self.noise, "seed": self.seed,
             "loss": self.loss, "loss_params": r.loss_params, "method": self.method,
-            "method_params": self.method_params, "model": r.model, "model_params": r.model_params,
+            "method_params": r.method_params, "model": r.model, "model_params": r.model_params,
             "preset": r.preset, "config": asdict(r.config),
         }  # fmt: skip
 
@@ -107,15 +107,16 @@ class Resolved:
     base: dict  # the recipe's engine fields
     config: object  # TrainConfig of the run's loss
     loss_params: dict
+    method_params: dict  # the method's preset for this preset and noise, under the explicit ones
 
 
 RECIPE_KEYS = ("model", "model_params", "preset")
 
 
 def resolve(job: Job) -> Resolved:
-    """Merge ``job`` with its dataset's recipe and loss preset (no data is loaded)."""
+    """Merge ``job`` with its dataset's recipe, loss preset and method preset (no data is loaded)."""
     from jal_plugins.plugins import canonical
-    from jal_plugins.registry import preset_params, recipe
+    from jal_plugins.registry import method_params, preset_params, recipe
 
     rec = recipe(job.dataset)
     base = {k: v for k, v in rec.items() if k not in RECIPE_KEYS}
@@ -128,7 +129,8 @@ def resolve(job: Job) -> Resolved:
     preset = job.preset if job.preset is not None else rec.get("preset")
     config = config_for(base, preset, job.config, job.loss)
     loss_params = {**preset_params(preset, job.loss), **job.loss_params}
-    return Resolved(model, model_params, preset, base, config, loss_params)
+    methods = {**method_params(job.method, preset, job.noise), **job.method_params}
+    return Resolved(model, model_params, preset, base, config, loss_params, methods)
 
 
 def config_for(base: dict, preset: str | None, overrides: dict, loss: str):
@@ -247,11 +249,15 @@ def prepare(job: Job, device=None, ddp: bool = False) -> Prepared:
 
 
 def validate(job: Job) -> Job:
-    """Canonicalise ``job`` and check every name and parameter that can be checked without data."""
+    """Canonicalise ``job`` and check every name and parameter that can be checked without data.
+
+    The job returned carries its effective method parameters (the method preset under the explicit
+    ones), so its learner, its record and its run id all see the same values.
+    """
     from jal_plugins import create_loss, create_noise_model
     from jal_plugins.checks import device
+    from jal_plugins.methods.base import check_values
     from jal_plugins.plugins import check_params, host
-
     from jal_plugins.selection import has_amse, wants_selection
 
     job = job.canonical()
@@ -262,9 +268,11 @@ def validate(job: Job) -> Job:
             raise ValueError(f"a=auto chooses the a of an AMSE term with method erm; not for {job.method} {job.loss}")
         params.pop("a")
     create_loss(job.loss, 2, preset=resolved.preset, **params)
-    check_params(host()["methods"].get(job.method), job.method_params, skip=1)
+    method = host()["methods"].get(job.method)
+    check_params(method, resolved.method_params, skip=1)
+    check_values(method.factory, resolved.config, resolved.method_params)
     name, params = parse_spec(job.noise)
     if name in host()["noise_models"].entries:
         create_noise_model(name, **params)
     device(job.device, available=False)  # availability is checked where the run trains
-    return job
+    return replace(job, method_params=resolved.method_params)

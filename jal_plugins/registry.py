@@ -1,4 +1,4 @@
-"""``registry.toml``, the declarative catalogue: loss presets per dataset, training recipes, benchmark suites."""
+"""``registry.toml``, the declarative catalogue: loss and method presets, training recipes, benchmark suites."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 from jal_plugins.plugins import UnknownNameError, normalize
+from jal_plugins.specs import parse_spec
 
 _HERE = Path(__file__).resolve().parent
 # The wheel carries the file inside the package; a source checkout keeps it at the repository root.
@@ -58,6 +59,37 @@ def preset_regularization(name: str | None, loss: str) -> dict:
     table = section("presets", name, "preset").get("regularization", {})
     reg.update(_lookup(table, loss) or table.get("default", {}))
     return reg
+
+
+def method_params(method: str, preset: str | None, noise: str) -> dict:
+    """Parameters of ``method`` under ``preset`` for the canonical ``noise`` (empty without an entry).
+
+    ``[methods.METHOD.PRESET]`` holds the values for every noise; its ``noise`` table overrides them per
+    noise level: the entry of the same noise model at the nearest rate, or the entry named like a
+    dataset's label set (``worst``).
+    """
+    if preset is None:
+        return {}
+    table = dict(_lookup(_lookup(load().get("methods", {}), method) or {}, preset) or {})
+    by_noise = table.pop("noise", {})
+    return {**table, **_nearest_noise(by_noise, noise)}
+
+
+def _nearest_noise(by_noise: dict, noise: str) -> dict:
+    name, params = parse_spec(noise)
+    rate = params.get("rate")
+    best, distance = {}, None
+    for spec, values in by_noise.items():
+        other, other_params = parse_spec(spec)
+        if normalize(other) != normalize(name):
+            continue
+        other_rate = other_params.get("rate")
+        if (rate is None) != (other_rate is None):
+            continue
+        gap = 0.0 if rate is None else abs(rate - other_rate)
+        if distance is None or gap < distance:
+            best, distance = values, gap
+    return dict(best)
 
 
 def recipe(dataset: str) -> dict:

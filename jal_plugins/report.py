@@ -68,8 +68,9 @@ def matrix(records: list[dict], rows: tuple[str, ...] = ("noise",), cols: tuple[
     return "\n".join(lines)
 
 
-def comparison(records: list[dict], keys: tuple[str, ...], reference: dict[tuple, float]) -> list[dict]:
-    """One row per ``keys`` group: runs, mean, std, the reference number and the difference."""
+def comparison(records: list[dict], keys: tuple[str, ...], reference: dict[tuple, float],
+               notes: dict[tuple, str] | None = None) -> list[dict]:  # fmt: skip
+    """One row per ``keys`` group: runs, mean, std, the reference number (with its note) and the difference."""
     rows = []
     lost = diverged(records, keys)
     for group, accs in accuracies(records, keys).items():
@@ -77,7 +78,8 @@ def comparison(records: list[dict], keys: tuple[str, ...], reference: dict[tuple
         ref = reference.get(group)
         rows.append({**dict(zip(keys, group)), "runs": len(accs), "diverged": lost.get(group, 0),
                      "mean": None if mean is None else round(mean, 2), "std": None if std is None else round(std, 2),
-                     "paper": ref, "delta": None if ref is None or mean is None else round(mean - ref, 2)})  # fmt: skip
+                     "paper": ref, "delta": None if ref is None or mean is None else round(mean - ref, 2),
+                     "note": (notes or {}).get(group)})  # fmt: skip
     return rows
 
 
@@ -85,7 +87,7 @@ def comparison_table(rows: list[dict], keys: tuple[str, ...]) -> str:
     """Markdown of ``comparison`` rows: ours (mean ± std) beside the paper's number."""
     lines = ["| " + " | ".join(keys) + " | runs | ours | paper | Δ |", "|---" * (len(keys) + 4) + "|"]
     for r in rows:
-        paper = "–" if r["paper"] is None else f"{r['paper']:.2f}"
+        paper = "–" if r["paper"] is None else f"{r['paper']:.2f}" + (f" ({r['note']})" if r.get("note") else "")
         delta = "–" if r["delta"] is None else f"{r['delta']:+.1f}"
         ours = "diverged" if r["mean"] is None else f"{r['mean']:.1f} ± {r['std']:.1f}"
         ours += f" ({r['diverged']} diverged)" if r["diverged"] and r["mean"] is not None else ""

@@ -42,10 +42,29 @@ def test_cifar_n_suite_compares_methods_and_takes_per_dataset_overrides():
     jobs, _, _ = suite_jobs("cifar-n", seeds=1, dataset_params={"cifar10n.source": "c10.npz", "cache_dir": "C"})
     pairs = {(j.method, j.loss) for j in jobs}
     assert pairs == {("erm", "ce"), ("erm", "nce+rce"), ("erm", "jal-ce"), ("co-teaching", "ce"),
-                     ("cleanlab-prune", "ce"), ("cleanlab-prune", "jal-ce")}  # fmt: skip
+                     ("cleanlab-prune", "ce"), ("cleanlab-prune", "jal-ce"), ("dividemix", "ce"),
+                     ("dividemix", "jal-ce"), ("elr", "ce"), ("elr", "jal-ce")}  # fmt: skip
     params = {j.dataset: j.dataset_params for j in jobs}
     assert params["cifar10n"]["source"] == "c10.npz" and "source" not in params["cifar100n"]
     assert params["cifar100n"]["cache_dir"] == params["cifar10n"]["cache_dir"] == "C"
+
+
+def test_cifar_n_leaderboard_figures_sit_beside_their_methods_marked_best_epoch():
+    from jal_plugins.bench import load_suite, paper_figures, report
+
+    _, _, paper = suite_jobs("cifar-n", seeds=1)
+    assert paper[("cifar10n", "worst", "dividemix", "ce")] == 92.56
+    assert paper[("cifar100n", "noisy", "elr", "ce")] == 58.94
+    assert paper[("cifar10n", "aggre", "erm", "ce")] == 87.77
+    assert paper[("cifar10n", "worst", "erm", "jal-ce")] == 81.33  # the JAL paper's, a plain loss row
+    notes = paper_figures(load_suite("cifar-n")[1])[1]
+    assert notes[("cifar10n", "random1", "dividemix", "ce")] == "best epoch"
+    assert ("cifar10n", "worst", "erm", "jal-ce") not in notes
+    record = {"dataset": "cifar10n", "noise": "worst", "method": "dividemix", "loss": "ce", "seed": 0,
+              "test_accuracy": 0.9, "device": "cpu"}  # fmt: skip
+    table = report("cifar-n", [record, {**record, "method": "erm", "loss": "jal-ce"}], {}, paper, 1.0)["table"]
+    assert "| cifar10n | worst | dividemix | ce | 1 | 90.0 ± 0.0 | 92.56 (best epoch) | -2.6 |" in table
+    assert "| 81.33 |" in table
 
 
 SUITE = """

@@ -1,4 +1,4 @@
-"""Training methods (ERM, Co-teaching, cleanlab pruning) with real training, resume, and a third-party method."""
+"""Training methods (ERM, Co-teaching, cleanlab pruning, DivideMix, ELR) with real training, resume, and a third-party method."""
 
 import json
 import pickle
@@ -56,6 +56,8 @@ def _context(data, epochs=6, noise_rate=0.4, seed=0):
     ("co-teaching", {"ramp_epochs": 3}, 2),
     ("cleanlab-prune", {"folds": 2, "cv_epochs": 3}, 4),  # stops inside the second fold
     ("cleanlab-prune", {"folds": 2, "cv_epochs": 2}, 6),  # stops after pruning
+    ("dividemix", {"warmup_epochs": 2}, 4),  # stops after two co-divided epochs
+    ("elr", {}, 3),
 ])  # fmt: skip
 def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(noisy_digits, tmp_path, method, params, stop):
     data, noisy = noisy_digits

@@ -11,6 +11,10 @@ class CrossEntropy(Loss):
     def per_sample(self, logits, target):
         return -target_column(log_probs(logits), target)
 
+    def expected(self, logits, target):
+        """``−Σ_k t_k log p_k`` for soft targets ``t``, in one pass (see ``base.expected_loss``)."""
+        return -(target * log_probs(logits.float())).sum(1)
+
 
 class FocalLoss(Loss):
     """``-(1 - sg(p_y))^γ log p_y``: the modulating factor is detached, as in every reference repo."""

@@ -1,13 +1,25 @@
 """What a method receives: the engine pieces of one run, to build as many trainers as it needs.
 
 A method factory ``factory(context, **params)`` returns a *learner* with the ``Trainer`` interface:
-``epoch`` / ``epochs`` (done / total), ``history``, ``train_epoch(data, rank, world) -> dict``,
-``logits(data)``, ``accuracy(data)``, ``state_dict()`` / ``load_state_dict()``; optionally ``info()``
-(a dict recorded with the result).
+``model``, ``epoch`` / ``epochs`` (done / total), ``history``, ``train_epoch(data, rank, world) -> dict``,
+``logits(data)``, ``accuracy(data)``, ``to(device)``, ``state_dict()`` / ``load_state_dict()``;
+optionally ``info()`` (a dict recorded with the result). ``state_dict()`` holds ``epoch`` and only
+tensors and plain values, so a checkpoint loads with ``torch.load(weights_only=True)``.
+
+A learner trains its networks through ``Trainer``: ``for idx, xb, yb in trainer.batches(data)`` gives
+each batch with its row indices in ``data`` (a method that keeps per-sample state, such as ELR's
+targets, indexes it with ``idx``), ``trainer.forward(xb)`` the training-mode logits,
+``trainer.update(loss)`` one step on a scalar, and ``trainer.finish_epoch(...)`` the epoch's record.
+
+A factory may also have a ``check(config, **params)`` attribute (a static method of a class): it
+checks the parameter *values*, given every parameter with the factory's defaults filled in and the
+run's ``TrainConfig``, without data. ``job.validate`` calls it through ``check_values``, so a bad
+value is refused before any data is loaded or any run trains; the factory calls it too.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -55,3 +67,19 @@ class MethodContext:
         """A fresh network and optimiser for ``loss`` (default: the run's), with config ``changes``."""
         model, loss_module, config, seed = self.parts(loss, seed_offset, **changes)
         return Trainer(model, loss_module, config, self.device, seed=seed, ddp=self.ddp)
+
+
+def check_values(factory, config, params: dict) -> None:
+    """``factory.check(config, **params)`` with the factory's defaults for the parameters not given."""
+    check = getattr(factory, "check", None)
+    if check is None:
+        return
+    declared = list(inspect.signature(factory).parameters.values())[1:]  # after the context
+    defaults = {p.name: p.default for p in declared if p.default is not p.empty}
+    check(config, **{**defaults, **params})
+
+
+def one_device(method: str, world: int) -> None:
+    """Refuse distributed training for a method whose per-sample state or paired networks need every row."""
+    if world > 1:
+        raise ValueError(f"{method} does not support distributed training; run it on one device")

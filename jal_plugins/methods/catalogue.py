@@ -1,6 +1,8 @@
 """The built-in training methods."""
 
 from jal_plugins.methods.coteaching import CoTeaching
+from jal_plugins.methods.dividemix import DivideMix
+from jal_plugins.methods.elr import ELR
 from jal_plugins.methods.erm import erm
 from jal_plugins.methods.prune import CleanlabPrune
 
@@ -8,6 +10,8 @@ CATALOGUE = {
     "erm": (erm, ("standard",)),
     "co-teaching": (CoTeaching, ("coteaching",)),
     "cleanlab-prune": (CleanlabPrune, ("cl-prune", "confident-learning")),
+    "dividemix": (DivideMix, ("divide-mix",)),
+    "elr": (ELR, ("early-learning-regularization",)),
 }
 
 

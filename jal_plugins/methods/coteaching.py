@@ -7,6 +7,7 @@ from dataclasses import replace
 import torch
 
 from jal_plugins.checks import integer, probability
+from jal_plugins.methods.base import one_device
 from jal_plugins.methods.crossfit import check_folds, estimate_noise_rate
 
 SECOND_NET_SEED = 100_003  # offset so the peer's initialisation differs from any other seed's first net
@@ -23,14 +24,20 @@ class CoTeaching:
     """
 
     def __init__(self, context, forget_rate: float | None = None, ramp_epochs: int = 10, folds: int = 3):
+        self.check(None, forget_rate, ramp_epochs, folds)
+        self.context = context
+        self.ramp_epochs = ramp_epochs
+        self.folds = folds
+        self.forget_rate = forget_rate if forget_rate is not None else context.noise_rate
+        self.nets = [context.trainer(), context.trainer(seed_offset=SECOND_NET_SEED)]
+
+    @staticmethod
+    def check(config, forget_rate, ramp_epochs, folds) -> None:
+        """Refuse values outside the method's domain, naming the parameter (no data needed)."""
         if forget_rate is not None:
             probability("forget_rate", forget_rate, open_high=True)
         integer("ramp_epochs", ramp_epochs, low=0)
-        self.context = context
-        self.ramp_epochs = ramp_epochs
-        self.folds = check_folds(folds)
-        self.forget_rate = forget_rate if forget_rate is not None else context.noise_rate
-        self.nets = [context.trainer(), context.trainer(seed_offset=SECOND_NET_SEED)]
+        check_folds(folds)
 
     @property
     def model(self):
@@ -54,8 +61,7 @@ class CoTeaching:
         return self.forget_rate * ramp
 
     def train_epoch(self, data, rank: int = 0, world: int = 1) -> dict:
-        if world > 1:
-            raise ValueError("co-teaching does not support distributed training; run it on one device")
+        one_device("co-teaching", world)
         if self.forget_rate is None:
             self.forget_rate = estimate_noise_rate(self.context, data, self.folds)
         first, second = self.nets
@@ -96,7 +102,7 @@ class CoTeaching:
         return {"forget_rate": self.forget_rate}
 
     def state_dict(self) -> dict:
-        return {"nets": [net.state_dict() for net in self.nets], "forget_rate": self.forget_rate}
+        return {"epoch": self.epoch, "nets": [net.state_dict() for net in self.nets], "forget_rate": self.forget_rate}
 
     def load_state_dict(self, state: dict) -> None:
         for net, net_state in zip(self.nets, state["nets"]):

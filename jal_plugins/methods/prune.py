@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from jal_plugins.checks import positive_int
-from jal_plugins.methods.crossfit import CrossFit, as_array, as_tensor
+from jal_plugins.methods.base import one_device
+from jal_plugins.methods.crossfit import CrossFit, as_array, as_tensor, check_folds
+
 
 class CleanlabPrune:
     """Cross-fit ``folds`` networks for out-of-sample probabilities, drop cleanlab's label issues, retrain.
@@ -19,14 +21,20 @@ class CleanlabPrune:
 
     def __init__(self, context, folds: int = 4, cv_epochs: int | None = None, cv_loss: str = "ce",
                  filter_by: str = "prune_by_noise_rate"):  # fmt: skip
-        if cv_epochs is not None:
-            positive_int("cv_epochs", cv_epochs)
+        self.check(None, folds, cv_epochs, cv_loss, filter_by)
         self.filter_by = filter_by
         self.cv = CrossFit(context, folds, cv_loss, cv_epochs)
         self.final = context.trainer()
         self.keep: np.ndarray | None = None
         self._kept = None  # the kept rows on the device, copied once
         self.history: list[dict] = []
+
+    @staticmethod
+    def check(config, folds, cv_epochs, cv_loss, filter_by) -> None:
+        """Refuse values outside the method's domain, naming the parameter (no data needed)."""
+        check_folds(folds)
+        if cv_epochs is not None:
+            positive_int("cv_epochs", cv_epochs)
 
     @property
     def model(self):
@@ -41,8 +49,7 @@ class CleanlabPrune:
         return self.cv.epoch + self.final.epoch
 
     def train_epoch(self, data, rank: int = 0, world: int = 1) -> dict:
-        if world > 1:
-            raise ValueError("cleanlab-prune does not support distributed training; run it on one device")
+        one_device("cleanlab-prune", world)
         if self.keep is None:
             stats = self.cv.step(data)
             if self.cv.done:
@@ -81,8 +88,8 @@ class CleanlabPrune:
         return {"kept": kept, "removed": None if kept is None else int(self.keep.size - kept)}
 
     def state_dict(self) -> dict:
-        return {"final": self.final.state_dict(), "cv": self.cv.state_dict(), "keep": as_tensor(self.keep),
-                "history": self.history}  # fmt: skip
+        return {"epoch": self.epoch, "final": self.final.state_dict(), "cv": self.cv.state_dict(),
+                "keep": as_tensor(self.keep), "history": self.history}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.final.load_state_dict(state["final"])
