@@ -51,3 +51,32 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def noisy_digits():
+    """Digits in [0, 1]: ``(x_train, noisy, clean, x_test, y_test)``, 500 held out, 40 % symmetric noise."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from jal_plugins import create_noise_model
+
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    idx = np.random.default_rng(0).permutation(len(y))
+    test, train = idx[:500], idx[500:]
+    noisy = create_noise_model("symmetric", rate=0.4, exact=False).apply(y[train], 10, seed=0)
+    return x[train], noisy, y[train], x[test], y[test]
+
+
+def checkpoints(out) -> dict:
+    """The readable ``runs/*/checkpoint.pt`` under ``out`` by run id; one caught mid-write is left out."""
+    import torch
+
+    found = {}
+    for path in Path(out).glob("runs/*/checkpoint.pt"):
+        try:
+            found[path.parent.name] = torch.load(path, weights_only=True)
+        except Exception:  # noqa: BLE001 - the atomic rename makes this rare
+            pass
+    return found

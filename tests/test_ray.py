@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch  # imported now, so that watching a run's checkpoints never waits for it
+import torch  # noqa: F401 - imported now, so that watching a run's checkpoints never waits for it
+
+from conftest import checkpoints
 
 from jal_plugins.results import read_records
 
@@ -97,13 +99,7 @@ def _records(out: Path) -> dict[str, dict]:
 
 
 def _histories(out: Path) -> dict[str, list]:
-    found = {}
-    for path in out.glob("runs/*/checkpoint.pt"):
-        try:
-            found[path.parent.name] = torch.load(path, weights_only=True)["history"]
-        except Exception:  # noqa: BLE001 - caught mid-write; the atomic rename makes this rare
-            pass
-    return found
+    return {run: state["history"] for run, state in checkpoints(out).items()}
 
 
 def _scalars(out: Path) -> dict[str, dict[str, list]]:

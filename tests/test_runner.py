@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from conftest import checkpoints
+
 from jal_plugins.results import read_records
 
 
@@ -108,15 +110,7 @@ def test_two_process_gloo(tmp_path, env):
 
 
 def _checkpoint_epochs(out):
-    import torch
-
-    epochs = {}
-    for path in out.glob("runs/*/checkpoint.pt"):
-        try:
-            epochs[path.parent.name] = torch.load(path, weights_only=True)["epoch"]
-        except Exception:  # noqa: BLE001 - caught mid-write; the atomic rename makes this rare
-            pass
-    return epochs
+    return {run: state["epoch"] for run, state in checkpoints(out).items()}
 
 
 def test_kill_a_stack_and_resume_it(tmp_path, cli, env):

@@ -7,22 +7,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 
-from jal_plugins import JALClassifier, create_noise_model
+from jal_plugins import JALClassifier
 from jal_plugins.engine import DeviceData, Diverged
 from jal_plugins.job import method_context
 from jal_plugins.selection import HeldOut, candidates, fit_temperature, holdout_split
-
-
-@pytest.fixture(scope="module")
-def noisy_digits():
-    x, y = load_digits(return_X_y=True)
-    x = x / 16.0
-    idx = np.random.default_rng(0).permutation(len(y))
-    test, train = idx[:500], idx[500:]
-    noisy = create_noise_model("symmetric", rate=0.4, exact=False).apply(y[train], 10, seed=0)
-    return x[train], noisy, y[train], x[test], y[test]
 
 
 def _ece(probs, labels, bins=15):

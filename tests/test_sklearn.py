@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from jal_plugins import JALClassifier, create_noise_model
+from jal_plugins import JALClassifier
 
 EXPECTED_FAILURES = {
     "check_sample_weight_equivalence_on_dense_data": "mini-batch SGD: integer weights are not repeated rows",
@@ -23,16 +23,6 @@ EXPECTED_FAILURES = {
 @parametrize_with_checks([JALClassifier(epochs=20, random_state=0)], expected_failed_checks=lambda est: EXPECTED_FAILURES)
 def test_sklearn_compliance(estimator, check):
     check(estimator)
-
-
-@pytest.fixture(scope="module")
-def noisy_digits():
-    x, y = load_digits(return_X_y=True)
-    x = x / 16.0
-    idx = np.random.default_rng(0).permutation(len(y))
-    test, train = idx[:500], idx[500:]
-    noisy = create_noise_model("symmetric", rate=0.4, exact=False).apply(y[train], 10, seed=0)
-    return x[train], noisy, y[train], x[test], y[test]
 
 
 def test_cleanlearning_finds_flipped_labels(noisy_digits):

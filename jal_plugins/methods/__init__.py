@@ -1,4 +1,4 @@
-"""Training methods: how the engine uses the noisy labels (plain ERM, Co-teaching, cleanlab pruning)."""
+"""Training methods: how the engine uses the noisy labels (ERM, co-teaching, cleanlab pruning, DivideMix, ELR)."""
 
 from jal_plugins.methods.base import MethodContext
 

@@ -23,6 +23,8 @@ import inspect
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+import torch
+
 from jal_plugins.engine import Trainer, TrainConfig, seeded_init
 
 
@@ -83,3 +85,20 @@ def one_device(method: str, world: int) -> None:
     """Refuse distributed training for a method whose per-sample state or paired networks need every row."""
     if world > 1:
         raise ValueError(f"{method} does not support distributed training; run it on one device")
+
+
+SECOND_NET_SEED = 100_003  # offset so the peer's initialisation differs from any other seed's first net
+
+
+class TwoNetworks:
+    """Learners of two peer networks (co-teaching, DivideMix): built from the run's recipe, moved together."""
+
+    def _peers(self, context) -> None:
+        self.context = context
+        self.nets = [context.trainer(), context.trainer(seed_offset=SECOND_NET_SEED)]
+
+    def to(self, device):
+        for net in self.nets:
+            net.to(device)
+        self.context = replace(self.context, device=torch.device(device))
+        return self

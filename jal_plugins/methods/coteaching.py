@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import torch
 
 from jal_plugins.checks import integer, probability
-from jal_plugins.methods.base import one_device
+from jal_plugins.methods.base import TwoNetworks, one_device
 from jal_plugins.methods.crossfit import check_folds, estimate_noise_rate
 
-SECOND_NET_SEED = 100_003  # offset so the peer's initialisation differs from any other seed's first net
-
-
-class CoTeaching:
+class CoTeaching(TwoNetworks):
     """Two networks; each updates on the small-loss part of every batch as ranked by the *other*.
 
     ``forget_rate`` is the fraction of each batch dropped once ramped up (default: the nominal noise
@@ -25,11 +21,10 @@ class CoTeaching:
 
     def __init__(self, context, forget_rate: float | None = None, ramp_epochs: int = 10, folds: int = 3):
         self.check(None, forget_rate, ramp_epochs, folds)
-        self.context = context
         self.ramp_epochs = ramp_epochs
         self.folds = folds
         self.forget_rate = forget_rate if forget_rate is not None else context.noise_rate
-        self.nets = [context.trainer(), context.trainer(seed_offset=SECOND_NET_SEED)]
+        self._peers(context)
 
     @staticmethod
     def check(config, forget_rate, ramp_epochs, folds) -> None:
@@ -91,12 +86,6 @@ class CoTeaching:
 
     def accuracy(self, data) -> float:
         return self.nets[0].accuracy(data)
-
-    def to(self, device):
-        for net in self.nets:
-            net.to(device)
-        self.context = replace(self.context, device=torch.device(device))
-        return self
 
     def info(self) -> dict:
         return {"forget_rate": self.forget_rate}

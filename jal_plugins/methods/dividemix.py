@@ -4,7 +4,6 @@ labelled part and a noisy, unlabelled part, and learn from both semi-supervised 
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -13,8 +12,7 @@ from torch.nn import functional as F
 from jal_plugins import checks
 from jal_plugins.engine import augment, draw_augmentation
 from jal_plugins.losses.base import expected_loss
-from jal_plugins.methods.base import one_device
-from jal_plugins.methods.coteaching import SECOND_NET_SEED
+from jal_plugins.methods.base import TwoNetworks, one_device
 from jal_plugins.methods.crossfit import as_array, as_tensor
 
 RAMP_EPOCHS = 16  # λ_u grows linearly over this many epochs after warm-up, as in the reference code
@@ -71,7 +69,7 @@ def _predict(trainer, xb: torch.Tensor) -> torch.Tensor:
         trainer.model.train()
 
 
-class DivideMix:
+class DivideMix(TwoNetworks):
     """Two networks; after warm-up, each epoch each one divides the data for the other (co-divide).
 
     Warm-up: ``warmup_epochs`` epochs of both networks on every label with the run's loss. Then every
@@ -106,10 +104,9 @@ class DivideMix:
     def __init__(self, context, p_threshold: float = 0.5, temperature: float = 0.5, alpha: float = 4.0,
                  lambda_u: float = 25.0, warmup_epochs: int = 10):  # fmt: skip
         self.check(context.build_config(context.loss), p_threshold, temperature, alpha, lambda_u, warmup_epochs)
-        self.context = context
         self.p_threshold, self.temperature, self.alpha = p_threshold, temperature, alpha
         self.lambda_u, self.warmup_epochs = lambda_u, warmup_epochs
-        self.nets = [context.trainer(), context.trainer(seed_offset=SECOND_NET_SEED)]
+        self._peers(context)
         self.probs: list[np.ndarray] | None = None  # each network's clean probabilities of the last split
 
     @staticmethod
@@ -216,12 +213,6 @@ class DivideMix:
 
     def accuracy(self, data) -> float:
         return (self.logits(data).argmax(1) == data.y).float().mean().item()
-
-    def to(self, device):
-        for net in self.nets:
-            net.to(device)
-        self.context = replace(self.context, device=torch.device(device))
-        return self
 
     def info(self) -> dict:
         """Rows each network trained on as labelled in the last epoch (None during warm-up)."""
