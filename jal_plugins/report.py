@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,11 +18,27 @@ def atomic_write(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def loss_labels(records: list[dict]) -> list[dict]:
+    """``records`` with ``loss`` naming the parameters that tell runs of one loss apart: ``jal-ce,a=30``
+    beside ``jal-ce,a=auto``, but plain ``jal-ce`` where all its runs share their parameters."""
+    from jal_plugins.specs import format_spec
+
+    variants: dict[str, list[dict]] = {}
+    for r in records:
+        variants.setdefault(r["loss"], []).append(r.get("loss_params") or {})
+    differ = {
+        loss: sorted({k for p in params for k in p if len({json.dumps(q.get(k)) for q in params}) > 1})
+        for loss, params in variants.items()
+    }
+    return [{**r, "loss": format_spec(r["loss"], {k: r["loss_params"].get(k) for k in differ[r["loss"]]}, first="")}
+            if differ[r["loss"]] else r for r in records]  # fmt: skip
+
+
 def accuracies(records: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[float]]:
     """Test accuracies (×100) grouped by the values of ``keys``, in first-seen order; diverged runs
-    keep their group but add no accuracy."""
+    keep their group but add no accuracy. Runs of one loss with other parameters are other groups."""
     groups: dict[tuple, list[float]] = {}
-    for r in records:
+    for r in loss_labels(records):
         accs = groups.setdefault(tuple(r[k] for k in keys), [])
         if r.get("status", "ok") == "ok":
             accs.append(r["test_accuracy"] * 100)
@@ -31,7 +48,7 @@ def accuracies(records: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[f
 def diverged(records: list[dict], keys: tuple[str, ...]) -> dict[tuple, int]:
     """Diverged runs per group of ``keys``."""
     counts: dict[tuple, int] = {}
-    for r in records:
+    for r in loss_labels(records):
         if r.get("status") == "diverged":
             key = tuple(r[k] for k in keys)
             counts[key] = counts.get(key, 0) + 1

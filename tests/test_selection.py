@@ -147,5 +147,10 @@ def test_the_runner_records_what_auto_chose(cli, tmp_path):
     (record,) = json.loads(out.stdout)
     assert record["loss_params"]["a"] == "auto" and record["method_info"]["chosen"]["loss_params"]["a"] > 1
     assert record["epochs"] == 3 and len(json.loads(next(tmp_path.glob("runs/*/curve.json")).read_text())) == 6
+    # beside a fixed a, each is its own column, named by the parameter that tells them apart
+    both = cli("run", "--model", "mlp", "--noise", "symmetric:0.4,exact=false", "--loss", "jal-ce", "jal-ce,a=auto",
+               "--epochs", "3", "--out", tmp_path)  # fmt: skip
+    assert both.returncode == 0, both.stderr
+    assert "| noise | jal-ce,a=30.0 | jal-ce,a=auto |" in both.stdout
     refused = cli("run", "--loss", "ce,a=auto", "--epochs", "1")
     assert refused.returncode == 2 and "a=auto" in refused.stderr and "ce" in refused.stderr
