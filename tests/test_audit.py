@@ -69,7 +69,8 @@ def test_audit_of_an_image_folder_ranks_the_wrong_labels_first(digit_folder, cli
     root, given, flipped = digit_folder
     env, homes = isolated
     out = tmp_path / "audit"
-    args = ["audit", "--dataset", "imagefolder", "--dataset-param", f"path={root}", "--epochs", 12, "--out", out]
+    args = ["audit", "--dataset", "imagefolder", "--dataset-param", f"path={root}", "--epochs", 12, "--loss-param", "a=auto",
+            "--out", out]  # fmt: skip
     done = cli(*args, env=env)
     assert done.returncode == 0, done.stderr
     assert "skipped 1 unreadable image(s): digit-3/9999.png" in done.stderr
@@ -90,7 +91,7 @@ def test_audit_of_an_image_folder_ranks_the_wrong_labels_first(digit_folder, cli
     assert summary["examples"] == len(given) and summary["issues"] == len(rows)
     assert summary["classes"] == [f"digit-{d}" for d in range(10)]
     assert 0.08 < summary["estimated_noise_rate"] < 0.25
-    # a="auto" by default: chosen once among the candidates, then every fold trains with it
+    # a="auto": chosen once among the candidates, then every fold trains with it
     chosen = summary["selection"]["chosen"]["loss_params"]
     assert chosen in [c["loss_params"] for c in summary["selection"]["candidates"]] and summary["loss_params"]["a"] == chosen["a"]
     assert f"a = {chosen['a']:g} chosen on held-out labels" in done.stdout
@@ -125,7 +126,7 @@ def test_audit_of_a_table_names_rows_and_charts_issues_per_class(tmp_path, cli, 
                "--batch-size", 32, "--epochs", 20, "--loss-param", "a=16", "--out", out, "--json", env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert summary["selection"] is None and summary["loss_params"]["a"] == 16  # a given: nothing to choose
+    assert summary["selection"] is None and summary["loss_params"]["a"] == 16  # a fixed: nothing to choose
     assert summary["model"] == "mlp" and summary["classes"] == sorted(names.tolist())
     _, rows = _rows(out / "label_issues.csv")
     assert all(r["id"] == r["index"] and names[given[int(r["index"])]] == r["given_label"] for r in rows)
