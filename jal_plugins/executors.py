@@ -37,6 +37,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 import uuid
 import warnings
 from dataclasses import replace
@@ -48,6 +49,9 @@ EXECUTORS = ("local", "ray")
 AUTO = "auto"
 MAX_RETRIES = 3  # Ray retries of a task whose worker or node died
 ANSWER_SECONDS = 5  # to open a TCP connection to a named cluster
+# A Ray Client head starts a server process per connection; on a loaded head that start can fail
+# (seen in CI) where the next one succeeds.
+CLIENT_RETRIES = 2
 # A named address that accepts connections without being a Ray cluster (a mistyped port, the
 # dashboard's) would keep ray.init retrying for minutes: these bound it to about 15 s (a live
 # cluster answers in milliseconds). Ray reads them when it is imported and initialised.
@@ -219,18 +223,30 @@ def _connect(address: str | None):
 
     if ray.is_initialized():  # the caller's own connection
         return ray, False
-    try:
-        with _held_output() if named else contextlib.nullcontext():  # a local start's processes keep fd 2
-            ray.init(address=named, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, TimeoutError) as exc:
-        if named is None:
-            raise
-        root = exc
-        while root.__cause__ is not None:  # e.g. Ray's authentication error behind "failed to connect"
-            root = root.__cause__
-        reason = (str(root).strip() or type(root).__name__).splitlines()[0]
-        raise ConnectionError(f"{what}={named!r}: cannot join a Ray cluster there ({reason})") from exc
-    return ray, True
+    retries = CLIENT_RETRIES if str(named).startswith("ray://") else 0
+    for attempt in range(retries + 1):
+        try:
+            with _held_output() if named else contextlib.nullcontext():  # a local start's processes keep fd 2
+                ray.init(address=named, logging_level=logging.WARNING)
+            return ray, True
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            if named is None:
+                raise
+            # ConnectionAbortedError: Ray Client's head could not start this connection's server
+            if not isinstance(exc, ConnectionAbortedError) or attempt == retries:
+                raise _unjoinable(named, what, exc) from exc
+            time.sleep(1 + attempt)
+
+
+def _unjoinable(named: str, what: str, exc: BaseException) -> ConnectionError:
+    """One error naming the address and Ray's own reason for ``exc``."""
+    root = exc
+    while root.__cause__ is not None:  # e.g. Ray's authentication error behind "failed to connect"
+        root = root.__cause__
+    lines = [line.strip() for line in str(root).splitlines() if line.strip()] or [type(root).__name__]
+    # Ray Client puts the head's whole traceback in its message: the last line is the reason
+    reason = lines[-1] if "Traceback" in str(root) else lines[0]
+    return ConnectionError(f"{what}={named!r}: cannot join a Ray cluster there ({reason})")
 
 
 @contextlib.contextmanager

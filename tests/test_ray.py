@@ -62,7 +62,7 @@ def cluster(ray_env):
     if "Ray runtime started" not in log.read_text():
         proc.kill()
         pytest.fail(f"ray start failed:\n{log.read_text()[-3000:]}")
-    yield {"address": f"127.0.0.1:{port}", "client": f"ray://127.0.0.1:{client}", "pid": proc.pid}
+    yield {"address": f"127.0.0.1:{port}", "client": f"ray://127.0.0.1:{client}", "pid": proc.pid, "temp": temp}
     proc.send_signal(signal.SIGTERM)  # --block: stops exactly the processes it started
     proc.wait(timeout=60)
     shutil.rmtree(temp, ignore_errors=True)
@@ -205,7 +205,9 @@ def test_killed_driver_rerun_records_nothing_twice(cluster, tmp_path, ray_env):
 def test_ray_client_address(cluster, tmp_path, cli, ray_env):
     out = cli("run", "--model", "mlp", "--loss", "ce", "--epochs", "2", "--executor", "ray", "--address", cluster["client"],
               "--json", "--out", tmp_path, env=ray_env)  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    logs = "".join(f"\n--- {p.name}\n{p.read_text()[-2000:]}"
+                   for p in Path(cluster["temp"]).glob("session_*/logs/ray_client_server*"))
+    assert out.returncode == 0, out.stderr + logs  # the head's Ray Client logs say why it refused
     (record,) = json.loads(out.stdout)
     assert _records(tmp_path) == {record["run_id"]: record}
 
