@@ -2,8 +2,9 @@
 
 Every labelled example of the source is audited, the test split included: a held-out split is for
 training runs, not a reason to leave a label unchecked. Its probabilities come from a network that
-never saw it: ``folds`` stratified folds, trained as ONE stack of runs (each fold with its own seed
-and training rows, all with the given labels) through the run assembly of ``jal_plugins.job`` (the
+never saw it: ``folds`` stratified folds, trained together as stacked runs (each fold with its own
+seed and training rows, all with the given labels; one stack, or several where that measures
+faster: ``autostack.measured_stacks``) through the run assembly of ``jal_plugins.job`` (the
 dataset's recipe, the loss and its preset). cleanlab's ``find_label_issues`` then flags the likely
 errors, ``get_label_quality_scores`` ranks them and its confident joint estimates the noise matrix.
 
@@ -86,15 +87,16 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
     """``(data, inputs, source positions, given labels, pred_probs (N, K), model name, selection)`` of
     every example.
 
-    With ``a="auto"`` the candidates first train as one stack on 80 % of all the labels and the best
+    With ``a="auto"`` the candidates first train together on 80 % of all the labels and the best
     on the other 20 % (``jal_plugins.selection``) sets ``a`` for every fold; ``selection`` is its
-    ``info()`` (None without). The folds then train as one stack. Both are checkpointed to ``out``
+    ``info()`` (None without). The folds then train together. Both are checkpointed to ``out``
     after every epoch and resumed from it.
     ``progress(epoch, epochs)`` is called after each epoch.
     """
     import torch
 
-    from jal_plugins.engine import DeviceData, Stack
+    from jal_plugins.autostack import measured_stacks
+    from jal_plugins.engine import DeviceData
     from jal_plugins.job import prepare
     from jal_plugins.methods.crossfit import FOLD_SEED, check_folds, stratified_folds
     from jal_plugins.report import atomic_write
@@ -129,8 +131,7 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
         context = context.vary(chosen["loss_params"], chosen["config"])
     splits = stratified_folds(given, folds, job.seed)
     parts = [context.parts(seed_offset=FOLD_SEED + k) for k in range(folds)]
-    models, losses, configs, seeds = zip(*parts)
-    stack = Stack(models, losses, configs, seeds, device, input_shape=data.input_shape)
+    stack = measured_stacks(parts, device, data.input_shape)
     if "runs" in state:
         stack.load_states(state["runs"])
     rows = [torch.as_tensor(train) for train, _ in splits]

@@ -2,8 +2,9 @@
 
 Stacking pays where a step is dominated by per-op overhead (small networks, GPUs) and can lose where
 it is compute-bound (a CPU's grouped convolutions are slower per FLOP than dense ones). So the probe
-times a few steps of the actual network, batch and device at R = 1, 2, 4, ... and keeps doubling only
-while the time per run falls by at least ``GAIN``; on a GPU it also stops before memory runs short.
+times a few steps of the actual network, batch and device at R = 1, 2, 4, ..., stops at the first
+size clearly slower per run than the best (or where memory would run short), and keeps the smallest
+size within ``GAIN`` of the best time per run. ``Stacks`` trains runs as stacks of that size.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import torch
 
 GAIN = 0.9  # a larger stack must cut the time per run by at least 10 %
+SLOWER = 1.25  # a stack this much slower per run than the best so far ends the probe
 MAX_STACK = 64
 PROBE_SECONDS = 0.08  # per candidate size, after one warm-up step
 
@@ -89,19 +91,28 @@ def _measure(parts, inputs, limit: int, device, input_shape) -> int:
     from jal_plugins.stack import NotStackable
 
     limit = min(limit, MAX_STACK, max_fitting(bytes_per_run(parts, inputs), device))
-    per_run = step_seconds(parts, inputs, 1, device, input_shape)
-    best, size = 1, 2
+    per_run = {1: step_seconds(parts, inputs, 1, device, input_shape)}
+    size = 2
     while size <= limit:
         try:
-            seconds = step_seconds(parts, inputs, size, device, input_shape) / size
+            per_run[size] = step_seconds(parts, inputs, size, device, input_shape) / size
         except NotStackable:
             return 1
         except torch.cuda.OutOfMemoryError:
             break
-        if seconds > GAIN * per_run:
+        # a plateau may come before a gain (an MLP on a CPU: 2 ~ 4, then 8 is 1.7x faster), so go
+        # on doubling until a size is clearly slower than the best, then take the smallest size
+        # whose time per run is within GAIN of the best
+        if per_run[size] > SLOWER * min(per_run.values()):
             break
-        best, per_run, size = size, seconds, size * 2
-    return best
+        size *= 2
+    return best_size(per_run)
+
+
+def best_size(per_run: dict[int, float]) -> int:
+    """The smallest stack size whose seconds per run (``{size: seconds}``) are within ``GAIN`` of the best."""
+    best = min(per_run.values())
+    return min(r for r, seconds in per_run.items() if GAIN * seconds <= best)
 
 
 _CHOSEN: dict[tuple, int] = {}
@@ -142,3 +153,88 @@ def chunks(items: list, size: int, workers: int = 1) -> list[list]:
         out.append(items[start : start + n])
         start += n
     return out
+
+
+class Stacks:
+    """R runs as consecutive stacks, behind the interface of one ``Stack`` of R runs.
+
+    A selection's candidates and an audit's folds are R runs of one network that train together;
+    where one stack of R is slower than smaller ones (a CPU's CNNs), ``measured_stacks`` makes them
+    several stacks of the measured size, trained one after another each epoch. Every run gets what
+    it would get in one stack, or alone.
+    """
+
+    def __init__(self, stacks: list):
+        self.stacks = stacks
+        self.runs = sum(s.runs for s in stacks)
+
+    @property
+    def epoch(self) -> int:
+        return self.stacks[0].epoch
+
+    @property
+    def epochs(self) -> int:
+        return self.stacks[0].epochs
+
+    @property
+    def diverged(self) -> list:
+        return [d for s in self.stacks for d in s.diverged]
+
+    @property
+    def histories(self) -> list:
+        return [h for s in self.stacks for h in s.histories]
+
+    @property
+    def net(self):
+        """The first stack's network: what a learner shows as its model while the runs train."""
+        return self.stacks[0].net
+
+    def _split(self, per_run) -> list:
+        """A per-run sequence (or tensor with a leading run axis) cut into each stack's part."""
+        if per_run is None:
+            return [None] * len(self.stacks)
+        out, start = [], 0
+        for s in self.stacks:
+            out.append(per_run[start : start + s.runs])
+            start += s.runs
+        return out
+
+    def train_epoch(self, data, labels=None, weights=None, rows=None) -> list:
+        """One epoch of every stack; each run's statistics in run order (None where it diverged)."""
+        out = []
+        for stack, l, w, r in zip(self.stacks, self._split(labels), self._split(weights), self._split(rows)):
+            out += stack.train_epoch(data, l, w, r)
+        return out
+
+    def logits(self, data) -> torch.Tensor:
+        return torch.cat([s.logits(data) for s in self.stacks])
+
+    def run_state(self, run: int) -> dict:
+        for s in self.stacks:
+            if run < s.runs:
+                return s.run_state(run)
+            run -= s.runs
+        raise IndexError(run)
+
+    def load_states(self, states: list) -> None:
+        for s, part in zip(self.stacks, self._split(states)):
+            s.load_states(part)
+
+    def to(self, device):
+        for s in self.stacks:
+            s.to(device)
+        return self
+
+
+def measured_stacks(parts: list[tuple], device, input_shape: tuple) -> Stacks:
+    """Runs ``parts`` = ``[(model, loss, config, seed), ...]`` as stacks of the measured best size."""
+    from jal_plugins.engine import Stack
+
+    device = torch.device(device)
+    model, _, config, _ = parts[0]
+    shape = tuple(input_shape)
+    key = ("stacks", type(model).__name__, sum(p.numel() for p in model.parameters()), shape, config.batch_size,
+           str(device))  # fmt: skip
+    size = choose_stack_size(key, lambda: parts[0], lambda: torch.randn(config.batch_size, *shape), len(parts),
+                             device, shape)  # fmt: skip
+    return Stacks([Stack(*zip(*group), device, input_shape=shape) for group in chunks(parts, size)])

@@ -174,6 +174,7 @@ def method_context(*, loss: str, num_classes: int, input_shape: tuple, device, s
         build_loss=functools.partial(_loss, num_classes, preset),
         build_config=functools.partial(config_for, dict(base_config or {}), preset, {}),
         noise_rate=noise_rate, ddp=ddp, loss_params=dict(loss_params or {}), config_changes=dict(config or {}),
+        input_shape=tuple(input_shape),
     )  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """Choosing JAL's ``a`` (with β and the weight decay) for the data at hand, and calibrating probabilities.
 
 ``a="auto"`` trains a grid of candidates (``registry.toml`` ``[selection.amse]``: values of ``a``, each
-with a few settings of β and weight decay) as ONE stack on a stratified 80 % of the given, noisy
+with a few settings of β and weight decay) as stacked runs (one stack, or several where that
+measures faster: ``autostack.measured_stacks``) on a stratified 80 % of the given, noisy
 labels, and keeps the candidate with the best accuracy on the held-out 20 % of those same noisy
 labels. When the clean class dominates every row of the noise (the condition JAL's guarantee needs),
 the classifier that best predicts the noisy labels is the one that best predicts the clean ones, so
@@ -120,7 +121,7 @@ class HeldOut:
     """A learner: candidates on 80 % of the labels, the best on the held-out 20 %, refit on all of them.
 
     ``candidates`` are variants of the run (``{"loss_params": ..., "config": ...}``); with the ``erm``
-    method they train as one stack, and one candidate (a fixed ``a``) only calibrates. Another
+    method they train together as stacked runs, and one candidate (a fixed ``a``) only calibrates. Another
     ``method`` trains its single candidate with that method. ``epochs`` counts both phases; the
     state (the stack's runs, the split's scores, the refit) checkpoints like any learner's.
     """
@@ -148,11 +149,10 @@ class HeldOut:
         return self.context.vary(candidate["loss_params"], candidate["config"])
 
     def _stack(self):
-        from jal_plugins.engine import Stack
+        from jal_plugins.autostack import measured_stacks
 
-        parts = [self._context(c).parts() for c in self.candidates]
-        models, losses, configs, seeds = zip(*parts)
-        return Stack(models, losses, configs, seeds, self.context.device)
+        return measured_stacks([self._context(c).parts() for c in self.candidates], self.context.device,
+                               self.context.input_shape)  # fmt: skip
 
     def _learner(self, candidate: dict):
         from jal_plugins import create_method

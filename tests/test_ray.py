@@ -114,7 +114,7 @@ def _scalars(out: Path) -> dict[str, dict[str, list]]:
     return found
 
 
-def _wait(condition, seconds=120, what="condition"):
+def _wait(condition, seconds=300, what="condition"):
     deadline = time.time() + seconds
     while time.time() < deadline:
         if condition():

@@ -167,3 +167,31 @@ def test_a_stacked_estimator_style_copy_pickles(data, tmp_path):
     moved = copy.deepcopy(stack).to("cpu")
     moved.train_epoch(train, labels[:2])  # still trains: its weights are bound to the new flat buffer
     assert moved.epoch == 2 and not torch.equal(moved.logits(test), logits)
+
+
+def test_runs_split_into_stacks_get_what_one_stack_gives(data):
+    from jal_plugins.autostack import Stacks
+
+    _, train, test, labels, weights = data
+    parts = [_parts(r, model="mlp") for r in RUNS]
+    whole = Stack(*zip(*parts), "cpu", input_shape=(1, 8, 8))
+    split = Stacks([Stack(*zip(*p), "cpu", input_shape=(1, 8, 8)) for p in (parts[:2], parts[2:])])
+    assert split.runs == 3 and split.epochs == 2
+    for _ in range(split.epochs):
+        ours, theirs = split.train_epoch(train, labels, weights), whole.train_epoch(train, labels, weights)
+        np.testing.assert_allclose([s["train_loss"] for s in ours], [s["train_loss"] for s in theirs], rtol=1e-4)
+    assert_relative(split.logits(test), whole.logits(test))
+    states = [split.run_state(r) for r in range(3)]
+    again = Stacks([Stack(*zip(*p), "cpu") for p in ([_parts(r, model="mlp") for r in RUNS[:1]],
+                                                      [_parts(r, model="mlp") for r in RUNS[1:]])])  # fmt: skip
+    again.load_states(states)  # run states move between any split of the runs
+    assert again.epoch == 2
+    assert_relative(again.logits(test), split.logits(test), tol=1e-6)
+
+
+def test_the_probe_keeps_the_smallest_size_near_the_best():
+    from jal_plugins.autostack import best_size
+
+    assert best_size({1: 0.9, 2: 0.8, 4: 0.7, 8: 0.4, 16: 0.38}) == 8  # a plateau before the gain
+    assert best_size({1: 1.0, 2: 2.1}) == 1  # a stack slower per run is never chosen
+    assert best_size({1: 1.0, 2: 0.95}) == 1  # a 5 % gain does not pay for a stack

@@ -43,6 +43,7 @@ class MethodContext:
     ddp: bool = False
     loss_params: dict = field(default_factory=dict)  # the run's own loss parameters (its loss only)
     config_changes: dict = field(default_factory=dict)  # changes to every config of the run
+    input_shape: tuple | None = None  # of one example, as the network takes it
 
     def loss_module(self, name: str | None = None):
         """Loss ``name`` (default: the run's) per sample; the run's parameters apply to its own loss."""
