@@ -133,13 +133,13 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
     parts = [context.parts(seed_offset=FOLD_SEED + k) for k in range(folds)]
     stack = measured_stacks(parts, device, data.input_shape)
     if "runs" in state:
-        stack.load_states(state["runs"])
+        stack.load_states(state["runs"], state.get("sizes"))
     rows = [torch.as_tensor(train) for train, _ in splits]
     done = chooser.select_epochs if chooser else 0
     while stack.epoch < stack.epochs:
         stack.train_epoch(examples, rows=rows)
         selection = {"selection": chooser.state_dict()} if chooser else {}
-        save(epoch=stack.epoch, runs=[stack.run_state(r) for r in range(stack.runs)], **selection)
+        save(epoch=stack.epoch, runs=[stack.run_state(r) for r in range(stack.runs)], sizes=stack.sizes, **selection)
         if progress:
             progress(done + stack.epoch, done + stack.epochs)
     for fold, error in enumerate(stack.diverged):

@@ -164,9 +164,24 @@ class Stacks:
     it would get in one stack, or alone.
     """
 
-    def __init__(self, stacks: list):
-        self.stacks = stacks
-        self.runs = sum(s.runs for s in stacks)
+    def __init__(self, parts: list[tuple], sizes: list[int], device, input_shape: tuple):
+        self._build = parts, device, input_shape
+        self._group(sizes)
+
+    def _group(self, sizes: list[int]) -> None:
+        from jal_plugins.engine import Stack
+
+        parts, device, shape = self._build
+        if sum(sizes) != len(parts) or min(sizes) < 1:
+            raise ValueError(f"stack sizes {sizes} do not split {len(parts)} runs")
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.stacks = [Stack(*zip(*parts[s : s + n]), device, input_shape=shape) for s, n in zip(starts, sizes)]
+        self.runs = len(parts)
+
+    @property
+    def sizes(self) -> list[int]:
+        """The runs of each stack: saved with the run states, so a resume regroups the runs alike."""
+        return [s.runs for s in self.stacks]
 
     @property
     def epoch(self) -> int:
@@ -216,7 +231,11 @@ class Stacks:
             run -= s.runs
         raise IndexError(run)
 
-    def load_states(self, states: list) -> None:
+    def load_states(self, states: list, sizes: list[int] | None = None) -> None:
+        """Run states in run order; ``sizes`` (the saving ``Stacks``' ``sizes``) regroups the runs first,
+        since a float sum over another grouping of runs differs in its last digits."""
+        if sizes is not None and list(sizes) != self.sizes:
+            self._group(list(sizes))
         for s, part in zip(self.stacks, self._split(states)):
             s.load_states(part)
 
@@ -228,8 +247,6 @@ class Stacks:
 
 def measured_stacks(parts: list[tuple], device, input_shape: tuple) -> Stacks:
     """Runs ``parts`` = ``[(model, loss, config, seed), ...]`` as stacks of the measured best size."""
-    from jal_plugins.engine import Stack
-
     device = torch.device(device)
     model, _, config, _ = parts[0]
     shape = tuple(input_shape)
@@ -237,4 +254,4 @@ def measured_stacks(parts: list[tuple], device, input_shape: tuple) -> Stacks:
            str(device))  # fmt: skip
     size = choose_stack_size(key, lambda: parts[0], lambda: torch.randn(config.batch_size, *shape), len(parts),
                              device, shape)  # fmt: skip
-    return Stacks([Stack(*zip(*group), device, input_shape=shape) for group in chunks(parts, size)])
+    return Stacks(parts, [len(group) for group in chunks(parts, size)], device, shape)

@@ -266,6 +266,7 @@ class HeldOut:
                  "history": self.history, "noise": self.noise}  # fmt: skip
         if self.stack is not None:
             state["stack"] = [self.stack.run_state(r) for r in range(self.stack.runs)]
+            state["stack_sizes"] = self.stack.sizes
         for name in ("single", "final"):
             if getattr(self, name) is not None:
                 state[name] = getattr(self, name).state_dict()
@@ -277,7 +278,7 @@ class HeldOut:
         self.noise = state.get("noise")
         if self.phase == "select":
             if self.stack is not None:
-                self.stack.load_states(state["stack"])
+                self.stack.load_states(state["stack"], state.get("stack_sizes"))
             else:
                 self.single.load_state_dict(state["single"])
         else:

@@ -175,18 +175,21 @@ def test_runs_split_into_stacks_get_what_one_stack_gives(data):
     _, train, test, labels, weights = data
     parts = [_parts(r, model="mlp") for r in RUNS]
     whole = Stack(*zip(*parts), "cpu", input_shape=(1, 8, 8))
-    split = Stacks([Stack(*zip(*p), "cpu", input_shape=(1, 8, 8)) for p in (parts[:2], parts[2:])])
-    assert split.runs == 3 and split.epochs == 2
+    split = Stacks(parts, [2, 1], "cpu", (1, 8, 8))
+    assert split.runs == 3 and split.epochs == 2 and split.sizes == [2, 1]
     for _ in range(split.epochs):
         ours, theirs = split.train_epoch(train, labels, weights), whole.train_epoch(train, labels, weights)
         np.testing.assert_allclose([s["train_loss"] for s in ours], [s["train_loss"] for s in theirs], rtol=1e-4)
     assert_relative(split.logits(test), whole.logits(test))
     states = [split.run_state(r) for r in range(3)]
-    again = Stacks([Stack(*zip(*p), "cpu") for p in ([_parts(r, model="mlp") for r in RUNS[:1]],
-                                                      [_parts(r, model="mlp") for r in RUNS[1:]])])  # fmt: skip
+    again = Stacks([_parts(r, model="mlp") for r in RUNS], [1, 2], "cpu", (1, 8, 8))
     again.load_states(states)  # run states move between any split of the runs
-    assert again.epoch == 2
+    assert again.epoch == 2 and again.sizes == [1, 2]
     assert_relative(again.logits(test), split.logits(test), tol=1e-6)
+    again.load_states(states, split.sizes)  # the saved grouping: a resume gives the same numbers bit for bit
+    assert again.sizes == [2, 1] and torch.equal(again.logits(test), split.logits(test))
+    with pytest.raises(ValueError, match=r"stack sizes \[2, 2\] do not split 3 runs"):
+        again.load_states(states, [2, 2])
 
 
 def test_the_probe_keeps_the_smallest_size_near_the_best():
