@@ -9,7 +9,8 @@ dataset's recipe, the loss and its preset). cleanlab's ``find_label_issues`` the
 errors, ``get_label_quality_scores`` ranks them and its confident joint estimates the noise matrix.
 
 Files written to ``out`` (and nowhere else: data caches go to ``out/cache`` unless the dataset is
-given its own ``cache_dir``):
+given its own ``cache_dir``, matplotlib's font cache to ``out/cache/matplotlib`` unless
+``MPLCONFIGDIR`` is set):
 
 - ``label_issues.csv``: the flagged examples only, worst first: ``index`` (position in the source),
   ``id`` (relative path, ``SPLIT/ROW`` or row number), ``given_label``, ``suggested_label`` (class
@@ -26,6 +27,7 @@ import csv
 import hashlib
 import inspect
 import json
+import os
 import time
 from pathlib import Path
 
@@ -99,8 +101,7 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
     from jal_plugins.engine import DeviceData
     from jal_plugins.job import prepare
     from jal_plugins.methods.crossfit import FOLD_SEED, check_folds, stratified_folds
-    from jal_plugins.report import atomic_write
-    from jal_plugins.results import load_checkpoint
+    from jal_plugins.results import load_checkpoint, save_checkpoint
     from jal_plugins.selection import HeldOut, candidates, wants_selection
 
     check_folds(folds)
@@ -114,8 +115,7 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
     examples = DeviceData(x, given, device, data.mean, data.std)
 
     def save(**parts):
-        saved = {**parts, "settings": json.loads(json.dumps(settings, default=str))}
-        atomic_write(path, lambda p: torch.save(saved, p))
+        save_checkpoint(path, parts, settings)
 
     context, chooser = prepared.context, None
     if wants_selection(job.loss_params):  # a="auto": one selection on all the labels, then the folds
@@ -139,7 +139,7 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
     while stack.epoch < stack.epochs:
         stack.train_epoch(examples, rows=rows)
         selection = {"selection": chooser.state_dict()} if chooser else {}
-        save(epoch=stack.epoch, runs=[stack.run_state(r) for r in range(stack.runs)], sizes=stack.sizes, **selection)
+        save(epoch=stack.epoch, runs=stack.run_states(), sizes=stack.sizes, **selection)
         if progress:
             progress(done + stack.epoch, done + stack.epochs)
     for fold, error in enumerate(stack.diverged):
@@ -228,7 +228,11 @@ def audit(job: Job, out, folds: int | None = None, progress=None) -> dict:
     return summary
 
 
-def _pyplot():
+def _pyplot(out: Path):
+    """matplotlib's pyplot (None without matplotlib), its font cache under ``out/cache`` unless
+    ``MPLCONFIGDIR`` says where."""
+    # matplotlib reads MPLCONFIGDIR once, on import; its default is a cache in the home folder
+    os.environ.setdefault("MPLCONFIGDIR", str(Path(out).resolve() / "cache" / "matplotlib"))
     try:
         import matplotlib
 
@@ -243,7 +247,7 @@ def suspects_chart(path: Path, images: np.ndarray, rows: list[dict]) -> Path | N
     """A grid of the suspect images (uint8 NCHW), "given → suggested" under each; None without matplotlib."""
     from jal_plugins.report import atomic_write
 
-    plt = _pyplot()
+    plt = _pyplot(path.parent)
     if plt is None:
         return None
     cols = 6
@@ -271,7 +275,7 @@ def issues_chart(path: Path, names: list[str], issues: np.ndarray) -> Path | Non
     """Label issues per given class as bars; None without matplotlib."""
     from jal_plugins.report import atomic_write
 
-    plt = _pyplot()
+    plt = _pyplot(path.parent)
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(1.5 + 0.4 * len(names), 3.5))

@@ -109,6 +109,18 @@ def _measure(parts, inputs, limit: int, device, input_shape) -> int:
     return best_size(per_run)
 
 
+def stackable(parts_factory, device, input_shape) -> bool:
+    """Whether the network of ``parts_factory()`` trains as a stack (checked on an example input)."""
+    from jal_plugins.stack import NotStackable, StackedNet
+
+    example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    try:
+        StackedNet([parts_factory()[0].to(device) for _ in range(2)], example)
+    except NotStackable:
+        return False
+    return True
+
+
 def best_size(per_run: dict[int, float]) -> int:
     """The smallest stack size whose seconds per run (``{size: seconds}``) are within ``GAIN`` of the best."""
     best = min(per_run.values())
@@ -224,12 +236,9 @@ class Stacks:
     def logits(self, data) -> torch.Tensor:
         return torch.cat([s.logits(data) for s in self.stacks])
 
-    def run_state(self, run: int) -> dict:
-        for s in self.stacks:
-            if run < s.runs:
-                return s.run_state(run)
-            run -= s.runs
-        raise IndexError(run)
+    def run_states(self) -> list[dict]:
+        """Every run's checkpoint, in run order."""
+        return [state for s in self.stacks for state in s.run_states()]
 
     def load_states(self, states: list, sizes: list[int] | None = None) -> None:
         """Run states in run order; ``sizes`` (the saving ``Stacks``' ``sizes``) regroups the runs first,

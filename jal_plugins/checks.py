@@ -14,11 +14,16 @@ def _is_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
 
 
+def _plain(value):
+    """A NumPy scalar as the Python value, so messages show ``3.7``, not ``np.float64(3.7)``."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def number(name: str, value, *, low: float = -math.inf, high: float = math.inf, strict_low: bool = False,
            strict_high: bool = False) -> float:  # fmt: skip
     """``value`` as a finite float inside the given range."""
     if not _is_number(value) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {name}={value!r}")
+        raise ValueError(f"{name} must be a finite number, got {name}={_plain(value)!r}")
     too_low = value <= low if strict_low else value < low
     too_high = value >= high if strict_high else value > high
     if too_low or too_high:
@@ -27,7 +32,7 @@ def number(name: str, value, *, low: float = -math.inf, high: float = math.inf, 
             parts.append(f"{'>' if strict_low else '>='} {low:g}")
         if high < math.inf:
             parts.append(f"{'<' if strict_high else '<='} {high:g}")
-        raise ValueError(f"{name} must be {' and '.join(parts)}, got {name}={value!r}")
+        raise ValueError(f"{name} must be {' and '.join(parts)}, got {name}={_plain(value)!r}")
     return float(value)
 
 
@@ -47,10 +52,10 @@ def probability(name: str, value, *, open_high: bool = False, open_low: bool = F
 def integer(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
     """An integer (not a bool, not a float) inside the given range."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {name}={value!r}")
+        raise ValueError(f"{name} must be an integer, got {name}={_plain(value)!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         bound = " and ".join(p for p in (f">= {low}" if low is not None else "", f"<= {high}" if high is not None else "") if p)
-        raise ValueError(f"{name} must be an integer {bound}, got {name}={value!r}")
+        raise ValueError(f"{name} must be an integer {bound}, got {name}={_plain(value)!r}")
     return int(value)
 
 
@@ -62,7 +67,7 @@ def boolean(name: str, value) -> bool:
     """A real bool: ``"yes"``, ``1`` or ``"nope"`` are refused instead of read as truthy."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise ValueError(f"{name} must be true or false, got {name}={value!r}")
+    raise ValueError(f"{name} must be true or false, got {name}={_plain(value)!r}")
 
 
 def choice(name: str, value, options) -> str:
@@ -96,7 +101,7 @@ def class_labels(name: str, labels, num_classes: int | None = None) -> tuple[np.
             raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
         bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
         if bad.size:
-            raise ValueError(f"{name} must hold integers, found {arr[bad[0]]!r} at position {bad[0]}")
+            raise ValueError(f"{name} must hold integers, found {_plain(arr[bad[0]])!r} at position {bad[0]}")
     arr = arr.astype(np.int64)
     k = num_classes if num_classes is not None else (int(arr.max()) + 1 if arr.size else None)
     if k is None or k < 2:

@@ -47,9 +47,7 @@ positive_int = _arg(lambda v: checks.positive_int("value", v))
 
 
 def _stack_size(value):
-    if value == "auto":
-        return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"must be a positive integer or auto, got {value!r}")
     return value
 
@@ -341,7 +339,9 @@ def _training_options(p, out_help: str, out_default=None, workers_default=None) 
     p.add_argument("--stack", type=stack_size, default="auto", metavar="N|auto",
                    help="train up to N compatible runs (same data, network, epochs, batch size) in one "
                         "forward/backward pass; auto (default) times the network and picks the fastest size, "
-                        "1 trains every run alone. With --workers, each process trains its own stacks")  # fmt: skip
+                        "1 trains every run alone. With --workers, the runs are split so that every process "
+                        "trains stacks of its own (N is then an upper bound). Runs of a=auto stack their "
+                        "candidates, and train as one unit per process")  # fmt: skip
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local (default): this machine's processes; ray: one Ray task per stack or run, on the "
                         "cluster at --address (pip install 'jal-plugins[ray]'; --out must be shared by its nodes)")
@@ -354,14 +354,24 @@ def _training_options(p, out_help: str, out_default=None, workers_default=None) 
     p.add_argument("--json", action="store_true", help="print the records as JSON")
 
 
+def _debug_option(parser, default) -> None:
+    parser.add_argument("--debug", action="store_true", default=default, help="show the traceback of an error")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="jal-plugins", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    _debug_option(parser, False)
+    # every subcommand takes --debug too; SUPPRESS so its default does not undo a --debug given before it
+    common = Parser(add_help=False)
+    _debug_option(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    sub.add_parser("list", help="list registered losses, noise models, networks, datasets and methods").set_defaults(func=cmd_list)
+    def command(name, **kwargs):
+        return sub.add_parser(name, parents=[common], **kwargs)
 
-    p = sub.add_parser("noise", help="apply a noise model to a label file")
+    command("list", help="list registered losses, noise models, networks, datasets and methods").set_defaults(func=cmd_list)
+
+    p = command("noise", help="apply a noise model to a label file")
     p.add_argument("--labels", required=True, help="clean labels: .npy, .npz or CIFAR-N .pt")
     p.add_argument("--key", help="array inside the label file (e.g. clean_label)")
     p.add_argument("--noise", required=True, help="SPEC: NAME[:RATE][,KEY=VALUE...], e.g. symmetric:0.8")
@@ -371,14 +381,14 @@ def build_parser() -> Parser:
     p.add_argument("--out", help="write the noisy labels (.npy, or .npz with clean_label/noisy_label)")
     p.set_defaults(func=cmd_noise)
 
-    p = sub.add_parser("bound", help="smallest AMSE `a` for a noise, and which losses are asymmetric for it")
+    p = command("bound", help="smallest AMSE `a` for a noise, and which losses are asymmetric for it")
     p.add_argument("--noise", required=True, help="SPEC, e.g. symmetric:0.8 or pairflip:0.4")
     p.add_argument("--classes", type=classes, required=True)
     p.add_argument("--q", type=positive, default=2.0, help="AMSE exponent (default 2)")
     p.add_argument("--losses", nargs="+", help="losses to check (default: all registered)")
     p.set_defaults(func=cmd_bound)
 
-    p = sub.add_parser("run", help="train dataset × noise × loss × seed and report test accuracy")
+    p = command("run", help="train dataset × noise × loss × seed and report test accuracy")
     p.add_argument("--dataset", default="digits", help="registered dataset (default: digits)")
     p.add_argument("--noise", nargs="+", default=["none"], help="SPEC: none, symmetric:0.4, asymmetric:0.4, ...")
     p.add_argument("--loss", nargs="+", default=["jal-ce"],
@@ -390,12 +400,12 @@ def build_parser() -> Parser:
     _training_options(p, "folder for results.jsonl, curves and checkpoints (rerun to resume)", workers_default=1)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="robust losses vs CE on scikit-learn's digits under label noise")
+    p = command("demo", help="robust losses vs CE on scikit-learn's digits under label noise")
     p.add_argument("--seeds", type=positive_int, default=3)
     _training_options(p, "results folder (default: jal-demo; rerun to resume)", "jal-demo")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="run a benchmark suite from registry.toml beside the paper's numbers")
+    p = command("bench", help="run a benchmark suite from registry.toml beside the paper's numbers")
     p.add_argument("suite", help="a suite of registry.toml (see: bench list) or a .toml file with one suite")
     p.add_argument("--seeds", type=positive_int, help="seeds per cell (default: the suite's)")
     p.add_argument("--data", help="folder replacing {data} in the suite's paths (default: $JAL_PLUGINS_DATA or ./data)")
@@ -404,7 +414,7 @@ def build_parser() -> Parser:
     _training_options(p, "results folder (default: jal-bench-SUITE; rerun to resume)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("audit", help="which labels are wrong? K-fold out-of-sample probabilities, then cleanlab")
+    p = command("audit", help="which labels are wrong? K-fold out-of-sample probabilities, then cleanlab")
     p.add_argument("--dataset", required=True, help="registered dataset: imagefolder, hf, table, npz, cifar10n, ...")
     p.add_argument("--loss", help="registered loss of the fold networks (default: registry.toml [audit], jal-ce)")
     p.add_argument("--folds", type=_arg(lambda v: checks.integer("folds", v, low=2)),

@@ -141,6 +141,12 @@ class DeviceData:
         out.w = None if self.w is None else self.w[index] / self.w[index].mean()
         return out
 
+    def relabelled(self, y: torch.Tensor) -> "DeviceData":
+        """The same inputs with labels ``y``."""
+        out = object.__new__(DeviceData)
+        out.__dict__.update(self.__dict__, y=y)
+        return out
+
     def prepare(self, xb: torch.Tensor) -> torch.Tensor:
         """uint8 images (0..255) or already-float pixel values -> normalised float."""
         if xb.ndim != 4:
@@ -494,14 +500,24 @@ class Stack:
     # -- checkpoints ------------------------------------------------------------------------------
     def run_state(self, run: int) -> dict:
         """Run ``run``'s checkpoint, in the same format whatever stack it was trained in."""
-        momentum = {name: run_slice(view, self.net.shapes[name], self.runs, run).clone()
-                    for view, name in zip(self.flat.views(self.flat.momentum), self.names)}  # fmt: skip
-        error = self.diverged[run]
-        return {
-            "model": self.net.run_state_dict(run), "momentum": momentum, "epoch": self.epoch,
-            "history": self.histories[run], "config": asdict(self.configs[run]), "seed": self.seeds[run],
-            "norm0": self.norm0[run], "diverged": None if error is None else {"epoch": error.epoch, "reason": error.reason},
-        }  # fmt: skip
+        return self.run_states([run])[0]
+
+    def run_states(self, runs: list[int] | None = None) -> list[dict]:
+        """``run_state`` of each of ``runs`` (default: all), reading the stack's tensors once."""
+        runs = range(self.runs) if runs is None else runs
+        body = self.net.body.state_dict()
+        momentum = dict(zip(self.names, self.flat.views(self.flat.momentum)))
+        out = []
+        for run in runs:
+            error = self.diverged[run]
+            out.append({
+                "model": self.net.run_state_dict(run, body),
+                "momentum": {k: run_slice(v, self.net.shapes[k], self.runs, run).clone() for k, v in momentum.items()},
+                "epoch": self.epoch, "history": self.histories[run], "config": asdict(self.configs[run]),
+                "seed": self.seeds[run], "norm0": self.norm0[run],
+                "diverged": None if error is None else {"epoch": error.epoch, "reason": error.reason},
+            })  # fmt: skip
+        return out
 
     def load_states(self, states: list[dict | None]) -> None:
         """Resume every run from its checkpoint (None: not started); all must have reached the same epoch."""

@@ -53,7 +53,7 @@ ANSWER_SECONDS = 5  # to open a TCP connection to a named cluster
 # (seen in CI) where the next one succeeds.
 CLIENT_RETRIES = 2
 # A named address that accepts connections without being a Ray cluster (a mistyped port, the
-# dashboard's) would keep ray.init retrying for minutes: these bound it to about 15 s (a live
+# dashboard's) would keep ray.init retrying for minutes: these bound it to about 20 s (a live
 # cluster answers in milliseconds). Ray reads them when it is imported and initialised.
 BOUNDED_CONNECT = {
     "RAY_gcs_rpc_server_connect_timeout_s": "5", "RAY_py_gcs_connect_timeout_s": "5",
@@ -69,7 +69,7 @@ def check(name: str, address: str | None) -> None:
         raise ModuleNotFoundError('--executor ray needs Ray: pip install "jal-plugins[ray]"')
     if name == "ray" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--executor ray sends whole runs to a cluster; it does not run under torchrun")
-    if name != "ray" and address is not None:
+    if name != "ray" and address not in (None, AUTO):  # auto, the default, names no cluster
         raise ValueError(f"address={address!r} names a Ray cluster; it needs --executor ray")
 
 

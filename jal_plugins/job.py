@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -84,17 +85,43 @@ class Job:
 
 
 def canonical_noise(spec: str) -> str:
-    """``sym:0.40,exact=false`` -> ``symmetric:0.4,exact=false``; dataset label sets (CIFAR-N) pass as given."""
+    """``sym:0.40,exact=false`` -> ``symmetric:0.4,exact=false``; dataset label sets (CIFAR-N) pass as given.
+
+    Equivalent specs give one string: ``symmetric``, ``symmetric:0.4`` and ``symmetric:0.4,exact=true``
+    are all ``symmetric:0.4`` (the model's default rate filled in, its other defaults left out).
+    """
     from jal_plugins.plugins import UnknownNameError, host
 
     name, params = parse_spec(spec)
     if name.lower() in CLEAN and not params:
         return "none"
     try:
-        name = host()["noise_models"].get(name).name
+        entry = host()["noise_models"].get(name)
     except UnknownNameError:
-        pass  # a label set of the dataset (e.g. CIFAR-N's "worst"), checked once the data is loaded
-    return format_spec(name, params)
+        return format_spec(name, params)  # a label set of the dataset (e.g. CIFAR-N's "worst"), checked once loaded
+    return format_spec(entry.name, _without_defaults(entry.factory, params))
+
+
+def _without_defaults(factory, params: dict) -> dict:
+    """``params`` with the factory's default ``rate`` filled in and its other defaults left out.
+
+    Leaving defaults out (rather than writing them all) keeps the specs already stored in run keys,
+    such as ``symmetric:0.4``, as they were. A value only counts as the default when its type matches
+    too, so ``exact=1`` stays and is refused by the model instead of passing as ``exact=true``.
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return params
+    defaults = {n: p.default for n, p in signature.parameters.items() if p.default is not p.empty}
+    kept = {k: v for k, v in params.items() if k == "rate" or not _same(v, defaults.get(k, inspect.Parameter.empty))}
+    if "rate" in defaults and "rate" not in kept:
+        kept["rate"] = defaults["rate"]
+    return kept
+
+
+def _same(value, default) -> bool:
+    return type(value) is type(default) and value == default
 
 
 @dataclass
@@ -159,15 +186,19 @@ def method_context(*, loss: str, num_classes: int, input_shape: tuple, device, s
     """
     from jal_plugins import create_model
     from jal_plugins.methods import MethodContext
-    from jal_plugins.models import auto_model, input_spec
+    from jal_plugins.models import auto_model, check_input, input_spec
+    from jal_plugins.plugins import host
 
     in_channels, input_size = input_spec(input_shape)
     params = dict(model_params or {})
     if model == "auto":
         model = auto_model(input_shape)
     if isinstance(model, str):
+        entry = host()["models"].get(model)
+        check_input(entry.name, entry.factory, tuple(input_shape))
         build_model = functools.partial(create_model, model, num_classes, in_channels, input_size, **params)
     else:
+        check_input(getattr(model, "__name__", repr(model)), model, tuple(input_shape))
         build_model = functools.partial(model, num_classes, in_channels, **params)
     return MethodContext(
         loss, num_classes, device, seed, build_model=build_model,

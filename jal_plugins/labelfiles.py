@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jal_plugins.checks import class_labels
+
 # The only globals a CIFAR-N .pt (a torch zip holding a pickled dict of NumPy arrays) may reference.
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
@@ -71,19 +73,7 @@ def read_label_arrays(path) -> dict[str, np.ndarray]:
                 raw = {k: npz[k] for k in npz.files}
     else:
         raise ValueError(f"label file {str(path)!r}: unsupported format {suffix!r} (use .pt, .npz or .npy)")
-    return {k: _labels(v, f"label file {str(path)!r} key {k!r}") for k, v in raw.items()}
-
-
-def _labels(values, what: str) -> np.ndarray:
-    """Integer labels (integral floats accepted); a fractional or non-finite label is an error."""
-    arr = np.asarray(values)
-    if arr.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
-        if bad.size:
-            raise ValueError(f"{what} must hold integer labels, found {arr.flat[bad[0]]!r} at position {bad[0]}")
-    elif arr.dtype.kind not in "iub":
-        raise ValueError(f"{what} must hold integer labels, got dtype {arr.dtype}")
-    return arr.astype(np.int64)
+    return {k: class_labels(f"label file {str(path)!r} key {k!r}", v)[0] for k, v in raw.items()}
 
 
 def read_labels(path, key: str | None = None) -> np.ndarray:

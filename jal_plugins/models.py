@@ -30,6 +30,22 @@ def input_spec(shape: tuple) -> tuple[int, int]:
     raise ValueError(f"inputs must be feature vectors (N, F) or images (N, C, H, W); one sample has shape {shape}")
 
 
+def check_input(name: str, factory, shape: tuple) -> None:
+    """Refuse feature vectors for a network that needs images (its factory has ``needs_images = True``)."""
+    if len(shape) == 1 and getattr(factory, "needs_images", False):
+        raise ValueError(
+            f"model {name} needs images (C, H, W); the dataset gives feature vectors of {shape[0]} features"
+        )
+
+
+def _check_side(name: str, input_size: int, pools: int) -> int:
+    """The side after ``pools`` 2x2 max-pools, which must leave at least one pixel."""
+    side = int(input_size) // 2**pools
+    if side < 1:
+        raise ValueError(f"{name} needs images of at least {2**pools} px, got input_size={input_size!r}")
+    return side
+
+
 def auto_model(shape: tuple) -> str:
     """``mlp`` for feature vectors, ``cnn8`` for colour images of 32 px or more, ``cnn4`` for the rest."""
     if len(shape) == 1:
@@ -62,10 +78,12 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
 class CNN8(nn.Sequential):
     """The 8-layer CNN of the CIFAR-10 recipes (1,639,794 parameters at width 1, 32-px input)."""
 
+    needs_images = True
+
     def __init__(self, num_classes=10, in_channels=3, *, width=1.0, input_size=32):
         w = _check_width(width)
         c1, c2, c3, fc = (_scaled(c, w) for c in (64, 128, 196, 256))
-        side = input_size // 8
+        side = _check_side("cnn8", input_size, 3)
         super().__init__(
             *_conv_block(in_channels, c1), *_conv_block(c1, c1), nn.MaxPool2d(2),
             *_conv_block(c1, c2), *_conv_block(c2, c2), nn.MaxPool2d(2),
@@ -80,10 +98,12 @@ class CNN8(nn.Sequential):
 class CNN4(nn.Sequential):
     """The 4-layer CNN of the MNIST recipes (422,090 parameters at width 1, 28-px input)."""
 
+    needs_images = True
+
     def __init__(self, num_classes=10, in_channels=1, *, width=1.0, input_size=28):
         w = _check_width(width)
         c1, c2, fc = (_scaled(c, w) for c in (32, 64, 128))
-        side = input_size // 4
+        side = _check_side("cnn4", input_size, 2)
         super().__init__(
             *_conv_block(in_channels, c1), nn.MaxPool2d(2),
             *_conv_block(c1, c2), nn.MaxPool2d(2),
@@ -126,6 +146,8 @@ class BasicBlock(nn.Module):
 class ResNet34(nn.Module):
     """CIFAR ResNet-34: 3x3 stem without max-pool, [3, 4, 6, 3] basic blocks, 4x4 average pool."""
 
+    needs_images = True
+
     def __init__(self, num_classes=100, in_channels=3, *, width=1.0):
         super().__init__()
         w = _check_width(width)
@@ -160,6 +182,8 @@ def resnet50(num_classes=50, in_channels=3, *, weights=None, zero_init_residual=
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
 
+
+resnet50.needs_images = True
 
 CATALOGUE = {
     "cnn8": (CNN8, ("cifar-cnn", "toymodel")),

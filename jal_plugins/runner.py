@@ -23,7 +23,7 @@ from pathlib import Path
 from jal_plugins import curves
 from jal_plugins.job import Job, prepare, validate
 from jal_plugins.report import atomic_write
-from jal_plugins.results import ResultStore, load_checkpoint
+from jal_plugins.results import ResultStore, load_checkpoint, save_checkpoint
 
 AUTO = "auto"
 
@@ -93,14 +93,6 @@ def record(prepared, history: list[dict], info: dict, diverged=None, world: int 
     return out
 
 
-def _save_checkpoint(run_dir: Path, state: dict, settings: dict) -> None:
-    import torch
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = {**state, "settings": json.loads(json.dumps(settings, default=str))}
-    atomic_write(run_dir / "checkpoint.pt", lambda p: torch.save(state, p))
-
-
 def _write_curve(store: ResultStore | None, job: Job, history: list[dict]) -> None:
     if store is not None:
         run_dir = store.run_dir(job)
@@ -110,8 +102,9 @@ def _write_curve(store: ResultStore | None, job: Job, history: list[dict]) -> No
 
 def _progress(label: str, epoch: int, epochs: int, stats: dict, images: int) -> None:
     speed = images / max(stats["seconds"], 1e-9)
+    test = "–" if stats["test_accuracy"] is None else f"{stats['test_accuracy']:.1%}"  # none while a selection trains
     print(f"\r[{label}] epoch {epoch}/{epochs} loss {stats['train_loss']:.4f} acc {stats['train_accuracy']:.1%} "
-          f"test {stats['test_accuracy']:.1%} {speed:,.0f} img/s", end="", file=sys.stderr, flush=True)  # fmt: skip
+          f"test {test} {speed:,.0f} img/s", end="", file=sys.stderr, flush=True)  # fmt: skip
 
 
 # -- one run (any method) -------------------------------------------------------------------------
@@ -151,7 +144,7 @@ def run_job(job: Job, store: ResultStore | None = None, progress: bool = False, 
             if board is not None:
                 board.add(learner.epoch, stats)
             if run_dir is not None and rank == 0:
-                _save_checkpoint(run_dir, learner.state_dict(), settings)
+                save_checkpoint(run_dir / "checkpoint.pt", learner.state_dict(), settings)
     if progress and rank == 0:
         print(file=sys.stderr)
     if rank == 0:
@@ -159,29 +152,41 @@ def run_job(job: Job, store: ResultStore | None = None, progress: bool = False, 
     return record(prepared, learner.history, learner.info() if hasattr(learner, "info") else {}, diverged, world)
 
 
-# -- a stack of erm runs ------------------------------------------------------------------------
+# -- a stack of erm runs, or of selections ------------------------------------------------------
+def _unit_trainer(prepared: list):
+    """The runs of ``prepared`` as one trainer with a ``Stack``'s interface: a stack of erm runs, or
+    their ``a="auto"`` selections (every run's candidates stacked, then the winners)."""
+    from jal_plugins.engine import Stack
+    from jal_plugins.selection import Selections, candidates, wants_selection
+
+    contexts = [p.context for p in prepared]
+    if wants_selection(prepared[0].job.loss_params):
+        return Selections(contexts, [candidates(c.loss_params, c.config_changes) for c in contexts])
+    models, losses, configs, seeds = zip(*[c.parts() for c in contexts])
+    return Stack(models, losses, configs, seeds, prepared[0].device, input_shape=prepared[0].data.input_shape)
+
+
 def run_stack(jobs: list[Job], store: ResultStore | None = None, progress: bool = False,
               tensorboard: bool = False) -> list[dict]:  # fmt: skip
     """Train ``jobs`` (compatible, canonical ``erm`` jobs) as one stack, resuming each from its
     checkpoint; their records (in any order: runs interrupted at different epochs resume apart)."""
     import torch
 
-    from jal_plugins.engine import DeviceData, Stack
+    from jal_plugins.engine import DeviceData
 
     prepared = [prepare(job) for job in jobs]
     first = prepared[0]
     device, data = first.device, first.data
     settings = [p.job.settings() for p in prepared]
-    states = [load_checkpoint(store.run_dir(p.job) / "checkpoint.pt", s, device) if store else None
-              for p, s in zip(prepared, settings)]  # fmt: skip
+    paths = [store.run_dir(p.job) / "checkpoint.pt" for p in prepared] if store else None
+    states = [load_checkpoint(path, s, device) for path, s in zip(paths, settings)] if store else [None] * len(jobs)
     epochs = {0 if s is None else s["epoch"] for s in states}
     if len(epochs) > 1:  # runs interrupted at different epochs resume in separate stacks
         by_epoch: dict[int, list[Job]] = {}
         for job, state in zip(jobs, states):
             by_epoch.setdefault(0 if state is None else state["epoch"], []).append(job)
         return [r for group in by_epoch.values() for r in run_stack(group, store, progress, tensorboard)]
-    models, losses, configs, seeds = zip(*[p.context.parts() for p in prepared])
-    stack = Stack(models, losses, configs, seeds, device, input_shape=data.input_shape)
+    stack = _unit_trainer(prepared)
     stack.load_states(states)
     labels = torch.stack([torch.as_tensor(p.labels, dtype=torch.long) for p in prepared]).to(device)
     train = DeviceData(data.x_train, data.y_train, device, data.mean, data.std)
@@ -199,53 +204,66 @@ def run_stack(jobs: list[Job], store: ResultStore | None = None, progress: bool 
                     if board is not None:
                         board.add(stack.epoch, stats)
             if store is not None:
-                for r, p in enumerate(prepared):
-                    _save_checkpoint(store.run_dir(p.job), stack.run_state(r), settings[r])
+                for path, state, setting in zip(paths, stack.run_states(), settings):
+                    save_checkpoint(path, state, setting)
             live = [s for s in epoch_stats if s is not None]
             if progress and live:
-                mean = {k: sum(s[k] for s in live) / len(live) for k in ("train_loss", "train_accuracy", "test_accuracy")}
+                mean = {k: _mean([s[k] for s in live]) for k in ("train_loss", "train_accuracy", "test_accuracy")}
                 _progress(label, stack.epoch, stack.epochs, {**mean, "seconds": seconds * stack.runs}, len(train) * stack.runs)
     if progress:
         print(file=sys.stderr)
     results = []
     for r, p in enumerate(prepared):
         _write_curve(store, p.job, stack.histories[r])
-        results.append(record(p, stack.histories[r], {}, stack.diverged[r], stack_size=stack.runs))
+        info = stack.info(r) if hasattr(stack, "info") else {}
+        results.append(record(p, stack.histories[r], info, stack.diverged[r], stack_size=stack.runs))
     return results
+
+
+def _mean(values: list):
+    """The mean of the numbers in ``values``; None when there are none (test accuracy while a selection trains)."""
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 # -- planning -----------------------------------------------------------------------------------
 def stack_key(job: Job) -> tuple | None:
     """What runs must share to train in one stack (None: this job trains alone)."""
+    from jal_plugins.engine import SHARED
     from jal_plugins.selection import wants_selection
 
-    if job.method != "erm" or wants_selection(job.loss_params):  # a=auto stacks its own candidates
+    if job.method != "erm":
         return None
     r = job.resolved()
     config = asdict(r.config)
-    shared = tuple(config[k] for k in ("epochs", "batch_size", "augment", "eval_batch_size", "amp", "deterministic"))
+    shared = tuple(config[k] for k in SHARED)
     return (job.dataset, json.dumps(job.dataset_params, sort_keys=True), r.model,
-            json.dumps(r.model_params, sort_keys=True), job.device, shared)  # fmt: skip
+            json.dumps(r.model_params, sort_keys=True), job.device, shared, wants_selection(job.loss_params))  # fmt: skip
 
 
 def _probe_factories(job: Job):
     """(one run's parts, one batch of prepared inputs) for timing ``job``'s network."""
     from jal_plugins.engine import DeviceData
 
+    from jal_plugins.selection import candidates, wants_selection
+
     prepared = prepare(job)
-    data, device = prepared.data, prepared.device
+    data, device, context = prepared.data, prepared.device, prepared.context
     batch = prepared.resolved.config.batch_size
+    if wants_selection(context.loss_params):  # a selection trains its candidates: time the first
+        first = candidates(context.loss_params, context.config_changes)[0]
+        context = context.vary(first["loss_params"], first["config"])
 
     def inputs():
         view = DeviceData(data.x_train[:batch], data.y_train[:batch], device, data.mean, data.std)
         return view.prepare(view.x) if view.images else view.x
 
-    return prepared.context.parts, inputs, device, data.input_shape
+    return context.parts, inputs, device, data.input_shape
 
 
 def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[Job]]:
     """``jobs`` as units of work: stacks of compatible ``erm`` runs, and single runs."""
-    from jal_plugins.autostack import bytes_per_run, choose_stack_size, chunks, max_fitting
+    from jal_plugins.autostack import bytes_per_run, choose_stack_size, chunks, max_fitting, stackable
 
     groups: dict[tuple, list[Job]] = {}
     units: list[list[Job]] = []
@@ -260,6 +278,12 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
         group.sort(key=lambda j: (j.loss, json.dumps(j.loss_params, sort_keys=True)))
         if len(group) == 1:
             size = 1
+        elif key[-1] and stack == AUTO:  # selections: a unit per worker, each stacking its candidates itself,
+            from jal_plugins.selection import candidates  # as many as memory holds at once
+
+            parts, inputs, device, _ = _probe_factories(group[0])
+            grid = len(candidates(group[0].loss_params, {}))
+            size = min(len(group), max_fitting(bytes_per_run(parts(), inputs()) * grid, device))
         elif stack == AUTO:
             parts, inputs, device, shape = _probe_factories(group[0])
             size = choose_stack_size(key, parts, inputs, len(group), device, shape, 1 if workers > 1 else None)
@@ -267,7 +291,12 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
                 log(f"--stack auto: {size} run(s) at a time for {len(group)} {group[0].dataset} runs (measured)")
         else:
             size = min(stack, len(group))
-            parts, inputs, device, _ = _probe_factories(group[0])
+            parts, inputs, device, shape = _probe_factories(group[0])
+            if not key[-1] and not stackable(parts, device, shape):
+                if log:
+                    log(f"--stack {stack}: {group[0].resolved().model} does not stack; its runs train one at a time")
+                units += [[job] for job in group]
+                continue
             need = bytes_per_run(parts(), inputs())
             fit = max_fitting(need, device)
             if size > fit:
@@ -276,7 +305,16 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
                     f"more than {device} has free; use --stack {fit} or less"
                 )
         units += [u for u in chunks(group, size, workers)]
-    return units
+    return sorted(units, key=_runs_trained, reverse=True)  # the longest first: no process is left with one at the end
+
+
+def _runs_trained(unit: list[Job]) -> float:
+    """About how many runs' worth of training ``unit`` is: a selection trains its candidates on 80 %
+    of the rows, then its winner."""
+    from jal_plugins.selection import HOLDOUT, candidates, wants_selection
+
+    return sum(1 + (1 - HOLDOUT) * len(candidates(job.loss_params, {})) if wants_selection(job.loss_params) else 1
+               for job in unit)  # fmt: skip
 
 
 def plan_units(jobs: list[Job], stack, slots: int) -> tuple[list[list[int]], list[str]]:

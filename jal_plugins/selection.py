@@ -19,6 +19,7 @@ noise it is calibrated for the clean ones. The refit model keeps that temperatur
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -117,171 +118,316 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> tuple[float, fl
     return float(math.exp(best.x)), 1 - keep
 
 
-class HeldOut:
-    """A learner: candidates on 80 % of the labels, the best on the held-out 20 %, refit on all of them.
+class _Alone:
+    """One method learner behind the interface of a one-run ``Stacks``: what a selection trains when
+    its method is not ``erm`` (one candidate, calibration only) or when it refits a single run."""
 
-    ``candidates`` are variants of the run (``{"loss_params": ..., "config": ...}``); with the ``erm``
-    method they train together as stacked runs, and one candidate (a fixed ``a``) only calibrates. Another
-    ``method`` trains its single candidate with that method. ``epochs`` counts both phases; the
-    state (the stack's runs, the split's scores, the refit) checkpoints like any learner's.
+    runs = 1
+
+    def __init__(self, learner):
+        self.learner = learner
+        self.diverged = [None]
+
+    epoch = property(lambda self: self.learner.epoch)
+    epochs = property(lambda self: self.learner.epochs)
+    sizes = property(lambda self: [1])
+
+    def train_epoch(self, data, labels=None, weights=None, rows=None) -> list:
+        from jal_plugins.engine import Diverged
+
+        if labels is not None:
+            data = data.relabelled(labels[0])
+        if rows is not None:
+            data = data.subset(rows[0])
+        try:
+            return [self.learner.train_epoch(data)]
+        except Diverged as exc:
+            self.diverged[0] = exc
+            return [None]
+
+    def logits(self, data) -> torch.Tensor:
+        return self.learner.logits(data).unsqueeze(0)
+
+    def run_states(self) -> list[dict]:
+        return [self.learner.state_dict()]
+
+    def load_states(self, states: list, sizes=None) -> None:
+        if states[0] is not None:
+            self.learner.load_state_dict(states[0])
+
+    def to(self, device):
+        self.learner.to(device)
+        return self
+
+
+class Selections:
+    """The ``a="auto"`` selections of J runs (each its own labels, seed and grid), trained as stacks.
+
+    Phase ``"select"``: the candidates of every run (``grids[j]``, variants of ``contexts[j]``) train
+    together as stacked runs, each on its own run's 80 %; at the end each run keeps its candidate
+    with the best accuracy on its held-out 20 % (and fits its temperature there). Phase
+    ``"refit"``: the J winners train together on all their labels. A run whose candidates all
+    diverged is reported in ``diverged``; the others go on. The interface is a ``Stack``'s, one
+    entry per run: the runner trains many runs' selections as one unit, and ``HeldOut`` is the
+    J = 1 case. A ``method`` other than ``erm`` trains one run's one candidate with that method.
     """
 
-    def __init__(self, context, candidates: list[dict], method: str = "erm", method_params: dict | None = None,
-                 calibrate: bool = True):  # fmt: skip
-        if method != "erm" and len(candidates) > 1:
+    def __init__(self, contexts: list, grids: list[list[dict]], method: str = "erm",
+                 method_params: dict | None = None, calibrate: bool = True):  # fmt: skip
+        if method != "erm" and (len(contexts) > 1 or len(grids[0]) > 1):
             raise ValueError(f"a='auto' chooses a with method erm; method {method!r} needs a number (e.g. a=30)")
-        self.context, self.candidates = context, candidates
+        self.contexts, self.grids = list(contexts), [list(g) for g in grids]
         self.method, self.method_params, self.calibrate = method, dict(method_params or {}), calibrate
+        self.runs = len(self.contexts)
+        self.owner = [j for j, grid in enumerate(self.grids) for _ in grid]  # candidate -> its run
         self.phase = "select"
-        self.stack = self._stack() if method == "erm" else None
-        self.single = None if method == "erm" else self._learner(candidates[0])
-        self.select_epochs = self.stack.epochs if self.stack is not None else self.single.epochs
-        self.final = None
-        self.scores: list[float | None] | None = None
-        self.chosen: int | None = None
-        self.temperature = 1.0
-        self.noise = None
-        self.history: list[dict] = []
+        self.trainer = self._train([(j, c) for j, grid in enumerate(self.grids) for c in grid])
+        self.select_epochs = self.trainer.epochs
+        self.final_runs: list[int] = []  # the runs the refit trains, in its order
+        self.scores: list = [None] * self.runs
+        self.chosen: list = [None] * self.runs
+        self.temperature = [1.0] * self.runs
+        self.noise: list = [None] * self.runs
+        self.histories: list[list[dict]] = [[] for _ in range(self.runs)]
+        self.diverged: list = [None] * self.runs
         self._rows = None
 
-    # -- building runs --------------------------------------------------------------------------
-    def _context(self, candidate: dict):
-        return self.context.vary(candidate["loss_params"], candidate["config"])
-
-    def _stack(self):
+    def _train(self, runs: list[tuple[int, dict]]):
+        """``(run, candidate)`` pairs as one trainer: stacks of the measured size, or one learner alone."""
+        from jal_plugins import create_method
         from jal_plugins.autostack import measured_stacks
 
-        return measured_stacks([self._context(c).parts() for c in self.candidates], self.context.device,
-                               self.context.input_shape)  # fmt: skip
+        contexts = [self.contexts[j].vary(c["loss_params"], c["config"]) for j, c in runs]
+        if self.method != "erm" or len(runs) == 1:
+            return _Alone(create_method(self.method, contexts[0], **self.method_params))
+        return measured_stacks([c.parts() for c in contexts], contexts[0].device, contexts[0].input_shape)
 
-    def _learner(self, candidate: dict):
-        from jal_plugins import create_method
-
-        return create_method(self.method, self._context(candidate), **self.method_params)
-
-    # -- the learner interface ------------------------------------------------------------------
+    # -- the interface of a stack ------------------------------------------------------------------
     @property
     def epochs(self) -> int:
         return 2 * self.select_epochs
 
     @property
     def epoch(self) -> int:
-        if self.phase == "select":
-            return self.stack.epoch if self.stack is not None else self.single.epoch
-        return self.select_epochs + (self.final.epoch if self.final is not None else 0)
+        if self.trainer is None:  # every run diverged while its candidates trained
+            return self.epochs
+        return self.trainer.epoch + (self.select_epochs if self.phase == "refit" else 0)
 
-    @property
-    def model(self):
-        return self._active_model()
-
-    def _active_model(self):
-        if self.final is not None:
-            return self.final.model
-        return self.stack.net.body if self.stack is not None else self.single.model
-
-    def train_epoch(self, data, rank: int = 0, world: int = 1) -> dict:
-        if world > 1:
-            raise ValueError("a='auto' and calibration train on one device; run without torchrun")
-        if self.phase == "select":
-            stats = self._select_epoch(data)
-            if self.epoch == self.select_epochs:
-                self._choose(data)
-        else:
-            stats = self.final.train_epoch(data)
-        self.history.append(stats)
-        return stats
-
-    def _split(self, data):
+    def _split(self, labels: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
         if self._rows is None:
-            self._rows = holdout_split(data.y.cpu().numpy(), self.context.seed)
+            given = labels.cpu().numpy()
+            self._rows = [holdout_split(given[j], c.seed) for j, c in enumerate(self.contexts)]
         return self._rows
 
-    def _select_epoch(self, data) -> dict:
+    def train_epoch(self, data, labels=None, weights=None, rows=None) -> list:
+        """One epoch of every run (``labels``/``weights``: ``(J, N)``, default ``data``'s); each run's
+        statistics, None for a run that has diverged."""
+        labels = data.y.expand(self.runs, -1) if labels is None else labels
+        if weights is None and data.w is not None:
+            weights = data.w.expand(self.runs, -1)
+        if self.phase == "select":
+            out = self._select_epoch(data, labels, weights)
+            if self.trainer.epoch == self.select_epochs:
+                self._choose(data, labels)
+        else:
+            live = self.final_runs
+            stats = self.trainer.train_epoch(data, labels[live], None if weights is None else weights[live])
+            out = [None] * self.runs
+            for i, (j, s) in enumerate(zip(live, stats)):  # epochs counted over both phases
+                out[j] = None if s is None else {**s, "epoch": self.epoch, "phase": "refit"}
+                self.diverged[j] = self.diverged[j] or self.trainer.diverged[i]
+        for history, stats in zip(self.histories, out):
+            if stats is not None:
+                history.append(stats)
+        return out
+
+    def _select_epoch(self, data, labels, weights) -> list:
         from jal_plugins.engine import Diverged
 
-        train, _ = self._split(data)
-        if self.single is not None:
-            return dict(self.single.train_epoch(data.subset(train)), phase="select")
-        rows = [torch.as_tensor(train, device=data.y.device)] * self.stack.runs
-        weights = None if data.w is None else data.w.expand(self.stack.runs, -1)
-        stats = self.stack.train_epoch(data, weights=weights, rows=rows)
-        live = [s for s in stats if s is not None]
-        if not live:  # the error of the one that diverged first names the epoch and the fix
-            first = min((d for d in self.stack.diverged if d), key=lambda d: d.epoch)
-            raise Diverged(first.epoch, first.reason if self.stack.runs == 1 else f"every candidate did ({first.reason})")
-        best = min(live, key=lambda s: s["train_loss"])
-        return {**best, "phase": "select", "candidates": len(live)}
+        owner = torch.as_tensor(self.owner, device=labels.device)
+        rows = [torch.as_tensor(self._split(labels)[j][0], device=labels.device) for j in self.owner]
+        stats = self.trainer.train_epoch(data, labels[owner], None if weights is None else weights[owner], rows)
+        out = []
+        for j in range(self.runs):
+            mine = [i for i, o in enumerate(self.owner) if o == j]
+            live = [stats[i] for i in mine if stats[i] is not None]
+            if not live and not self.diverged[j]:  # the error of the one that diverged first names the epoch and the fix
+                first = min((self.trainer.diverged[i] for i in mine), key=lambda d: d.epoch)
+                reason = first.reason if len(mine) == 1 else f"every candidate did ({first.reason})"
+                self.diverged[j] = Diverged(first.epoch, reason)
+            best = min(live, key=lambda s: s["train_loss"]) if live else None
+            out.append(None if best is None else {**best, "phase": "select", "candidates": len(live)})
+        return out
 
-    def _held_logits(self, data) -> torch.Tensor:
-        _, held = self._split(data)
-        part = data.subset(held)
-        if self.single is not None:
-            return self.single.logits(part).unsqueeze(0)
-        return self.stack.logits(part)
+    def _choose(self, data, labels) -> None:
+        """Each run's best candidate on its held-out rows, its temperature; then the refit of the winners."""
+        split = self._split(labels)
+        held = np.unique(np.concatenate([s[1] for s in split]))  # every run's held-out rows, scored at once
+        logits = self.trainer.logits(data.subset(held))
+        winners = []
+        for j, (_, rows) in enumerate(split):
+            if self.diverged[j]:
+                continue
+            at = torch.as_tensor(np.searchsorted(held, rows), device=logits.device)
+            given = labels[j, torch.as_tensor(rows, device=labels.device)]
+            mine = [i for i, o in enumerate(self.owner) if o == j]
+            scores = []
+            for i in mine:
+                error = self.trainer.diverged[i]
+                if error:
+                    warnings.warn(f"a='auto' candidate {self.grids[j][mine.index(i)]['loss_params']} diverged "
+                                  f"({error}); dropped", stacklevel=3)  # fmt: skip
+                scores.append(None if error else (logits[i, at].argmax(1) == given).float().mean().item())
+            self.scores[j] = scores
+            self.chosen[j] = max((k for k, s in enumerate(scores) if s is not None), key=lambda k: scores[k])
+            if self.calibrate:
+                self.temperature[j], self.noise[j] = fit_temperature(logits[mine[self.chosen[j]], at], given.cpu().numpy())
+            winners.append(j)
+        self._refit(winners)
 
-    def _choose(self, data) -> None:
-        _, held = self._split(data)
-        labels = data.y[torch.as_tensor(held, device=data.y.device)]
-        logits = self._held_logits(data)
-        accuracy = (logits.argmax(2) == labels).float().mean(1).tolist()
-        diverged = self.stack.diverged if self.stack is not None else [None]
-        self.scores = [None if d else a for a, d in zip(accuracy, diverged)]
-        for i, d in enumerate(diverged):
-            if d:
-                warnings.warn(f"a='auto' candidate {self.candidates[i]['loss_params']} diverged ({d}); dropped", stacklevel=2)
-        self.chosen = max((i for i, s in enumerate(self.scores) if s is not None), key=lambda i: self.scores[i])
-        winner = logits[self.chosen]
-        if self.calibrate:
-            self.temperature, self.noise = fit_temperature(winner, labels.cpu().numpy())
-        self.phase = "refit"
-        self.stack = self.single = None  # the candidates are done; the winner's settings train on all rows
-        self.final = self._learner(self.candidates[self.chosen])
+    def _refit(self, runs: list[int]) -> None:
+        self.phase, self.final_runs = "refit", runs
+        self.trainer = self._train([(j, self.grids[j][self.chosen[j]]) for j in runs]) if runs else None
 
-    def logits(self, data):
-        if self.final is not None:
-            return self.final.logits(data)
-        return self.stack.logits(data)[0] if self.stack is not None else self.single.logits(data)
+    def logits(self, data) -> torch.Tensor:
+        """The refit runs' eval-mode logits ``(J, N, K)`` (zeros for a run that diverged)."""
+        if self.phase == "select":
+            raise ValueError("no candidate is chosen before the selection's last epoch")
+        own = self.trainer.logits(data) if self.final_runs else None
+        out = torch.zeros(self.runs, len(data), self.contexts[0].num_classes, device=data.y.device)
+        for i, j in enumerate(self.final_runs):
+            out[j] = own[i]
+        return out
 
-    def accuracy(self, data) -> float:
-        return (self.logits(data).argmax(1) == data.y).float().mean().item()
+    def accuracies(self, data) -> list:
+        """Each run's accuracy on ``data``'s labels; None while the candidates train (nothing is chosen)."""
+        if self.phase == "select":
+            return [None] * self.runs
+        return (self.logits(data).argmax(2) == data.y).float().mean(1).tolist()
+
+    def info(self, run: int) -> dict:
+        chosen = self.chosen[run]
+        return {
+            "chosen": None if chosen is None else self.grids[run][chosen], "held_out_accuracy": self.scores[run],
+            "candidates": self.grids[run], "temperature": self.temperature[run], "noise_rate": self.noise[run],
+        }  # fmt: skip
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def run_state(self, run: int) -> dict:
+        """Run ``run``'s checkpoint: its candidates (or its refit), scores, choice and temperature."""
+        return self.run_states()[run]
+
+    def run_states(self) -> list[dict]:
+        """``run_state`` of every run, reading the stacks' tensors once."""
+        own = self.trainer.run_states() if self.trainer is not None else []
+        out = []
+        for run in range(self.runs):
+            error = self.diverged[run]
+            state = {
+                "epoch": self.epoch, "phase": self.phase, "history": self.histories[run], "scores": self.scores[run],
+                "chosen": self.chosen[run], "temperature": self.temperature[run], "noise": self.noise[run],
+                "diverged": None if error is None else {"epoch": error.epoch, "reason": error.reason},
+            }  # fmt: skip
+            if self.phase == "select":  # the candidates' own curves are not kept: the run's history is
+                state["candidates"] = [{**own[i], "history": []} for i, o in enumerate(self.owner) if o == run]
+                state["sizes"] = self.trainer.sizes
+            elif run in self.final_runs:
+                state["final"] = own[self.final_runs.index(run)]
+                state["sizes"] = self.trainer.sizes
+            out.append(state)
+        return out
+
+    def load_states(self, states: list, sizes=None) -> None:
+        """Resume every run from its checkpoint (None: not started); all must have reached the same epoch."""
+        from jal_plugins.engine import Diverged
+
+        given = [s for s in states if s is not None]
+        if not given:
+            return
+        if len({(s["epoch"], s["phase"]) for s in given}) > 1 or len(given) < self.runs:
+            raise ValueError("the runs of a selection must resume from one epoch")
+        for j, s in enumerate(states):
+            self.histories[j], self.scores[j], self.chosen[j] = list(s["history"]), s["scores"], s["chosen"]
+            self.temperature[j], self.noise[j] = s["temperature"], s["noise"]
+            if s["diverged"]:
+                self.diverged[j] = Diverged(s["diverged"]["epoch"], s["diverged"]["reason"])
+        if given[0]["phase"] == "refit":
+            self._refit([j for j, s in enumerate(states) if "final" in s])
+        if self.trainer is None:
+            return
+        saved = {json.dumps(s.get("sizes")) for s in given}
+        sizes = json.loads(saved.pop()) if len(saved) == 1 else None
+        if sizes is not None and sum(sizes) != self.trainer.runs:
+            sizes = None  # saved in a unit of other runs: no grouping to keep
+        if self.phase == "select":  # regrouped as saved, a resume gives the same numbers
+            self.trainer.load_states([c for s in states for c in s["candidates"]], sizes)
+        else:
+            self.trainer.load_states([states[j]["final"] for j in self.final_runs], sizes)
 
     def to(self, device):
         from dataclasses import replace
 
-        for part in (self.stack, self.single, self.final):
-            if part is not None:
-                part.to(device)
-        self.context = replace(self.context, device=torch.device(device))
+        if self.trainer is not None:
+            self.trainer.to(device)
+        self.contexts = [replace(c, device=torch.device(device)) for c in self.contexts]
+        return self
+
+
+class HeldOut:
+    """A learner: candidates on 80 % of the labels, the best on the held-out 20 %, refit on all of them.
+
+    The one-run case of ``Selections``, seen with the learner interface of the methods. ``candidates``
+    are variants of the run (``{"loss_params": ..., "config": ...}``); with the ``erm`` method they
+    train together as stacked runs, and one candidate (a fixed ``a``) only calibrates. ``epochs``
+    counts both phases; the state checkpoints like any learner's.
+    """
+
+    def __init__(self, context, candidates: list[dict], method: str = "erm", method_params: dict | None = None,
+                 calibrate: bool = True):  # fmt: skip
+        self.selections = Selections([context], [candidates], method, method_params, calibrate)
+        self.candidates = self.selections.grids[0]
+
+    select_epochs = property(lambda self: self.selections.select_epochs)
+    epochs = property(lambda self: self.selections.epochs)
+    epoch = property(lambda self: self.selections.epoch)
+    phase = property(lambda self: self.selections.phase)
+    chosen = property(lambda self: self.selections.chosen[0])
+    history = property(lambda self: self.selections.histories[0])
+
+    @property
+    def final(self):
+        """The refit learner, once the selection has chosen."""
+        trainer = self.selections.trainer
+        return trainer.learner if self.phase == "refit" and isinstance(trainer, _Alone) else None
+
+    @property
+    def model(self):
+        trainer = self.selections.trainer
+        return trainer.learner.model if isinstance(trainer, _Alone) else trainer.net.body
+
+    def train_epoch(self, data, rank: int = 0, world: int = 1) -> dict:
+        if world > 1:
+            raise ValueError("a='auto' and calibration train on one device; run without torchrun")
+        (stats,) = self.selections.train_epoch(data)
+        if stats is None:
+            raise self.selections.diverged[0]
+        return stats
+
+    def logits(self, data):
+        return self.selections.logits(data)[0]
+
+    def accuracy(self, data) -> float | None:
+        return self.selections.accuracies(data)[0]
+
+    def to(self, device):
+        self.selections.to(device)
         return self
 
     def info(self) -> dict:
-        chosen = None if self.chosen is None else self.candidates[self.chosen]
-        return {
-            "chosen": chosen, "held_out_accuracy": self.scores, "candidates": self.candidates,
-            "temperature": self.temperature, "noise_rate": self.noise,
-        }  # fmt: skip
+        return self.selections.info(0)
 
     def state_dict(self) -> dict:
-        state = {"phase": self.phase, "scores": self.scores, "chosen": self.chosen, "temperature": self.temperature,
-                 "history": self.history, "noise": self.noise}  # fmt: skip
-        if self.stack is not None:
-            state["stack"] = [self.stack.run_state(r) for r in range(self.stack.runs)]
-            state["stack_sizes"] = self.stack.sizes
-        for name in ("single", "final"):
-            if getattr(self, name) is not None:
-                state[name] = getattr(self, name).state_dict()
-        return state
+        return self.selections.run_state(0)
 
     def load_state_dict(self, state: dict) -> None:
-        self.phase, self.scores, self.chosen = state["phase"], state["scores"], state["chosen"]
-        self.temperature, self.history = state["temperature"], list(state["history"])
-        self.noise = state.get("noise")
-        if self.phase == "select":
-            if self.stack is not None:
-                self.stack.load_states(state["stack"], state.get("stack_sizes"))
-            else:
-                self.single.load_state_dict(state["single"])
-        else:
-            self.stack = self.single = None
-            self.final = self._learner(self.candidates[self.chosen])
-            self.final.load_state_dict(state["final"])
+        self.selections.load_states([state])

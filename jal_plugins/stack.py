@@ -165,9 +165,10 @@ class StackedNet(nn.Module):
         if stacked.shape != alone.shape or not torch.allclose(stacked.float(), alone.float(), rtol=1e-3, atol=1e-4):
             raise NotStackable(f"{type(models[0]).__name__} mixes what a stack keeps apart (its forward is not per channel)")
 
-    def run_state_dict(self, run: int) -> dict[str, torch.Tensor]:
-        """Run ``run``'s weights and buffers, keyed and shaped as in its own network."""
-        state = self.body.state_dict()
+    def run_state_dict(self, run: int, state: dict | None = None) -> dict[str, torch.Tensor]:
+        """Run ``run``'s weights and buffers, keyed and shaped as in its own network (``state``: the
+        stack's own ``body.state_dict()``, when the caller has it)."""
+        state = self.body.state_dict() if state is None else state
         return {k: run_slice(state[k], shape, self.runs, run).clone() for k, shape in self.shapes.items()}
 
     @torch.no_grad()

@@ -71,12 +71,12 @@ def noisy_digits():
 
 def checkpoints(out) -> dict:
     """The readable ``runs/*/checkpoint.pt`` under ``out`` by run id; one caught mid-write is left out."""
-    import torch
+    from jal_plugins.results import read_checkpoint
 
     found = {}
     for path in Path(out).glob("runs/*/checkpoint.pt"):
         try:
-            found[path.parent.name] = torch.load(path, weights_only=True)
+            found[path.parent.name] = read_checkpoint(path)
         except Exception:  # noqa: BLE001 - the atomic rename makes this rare
             pass
     return found

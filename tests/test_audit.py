@@ -60,8 +60,9 @@ def isolated(env, tmp_path):
     for folder in homes.values():
         folder.mkdir()
     env = {**env, "HOME": str(homes["home"]), "XDG_CACHE_HOME": str(homes["xdg"]), "HF_HOME": str(homes["hf"]),
-           "MPLCONFIGDIR": str(tmp_path / "matplotlib"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # fmt: skip
-    env.pop("JAL_PLUGINS_CACHE", None)
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # fmt: skip
+    for name in ("JAL_PLUGINS_CACHE", "MPLCONFIGDIR", "XDG_CONFIG_HOME"):  # unset: their defaults lie in the homes
+        env.pop(name, None)
     return env, homes
 
 
@@ -172,3 +173,40 @@ def test_bad_input_is_one_line_naming_the_file_or_column(tmp_path, cli, make, pa
 def test_audit_option_errors(tmp_path, cli):
     _assert_refused(cli("audit", "--dataset", "digits", "--folds", 1, "--out", tmp_path), "folds must be an integer >= 2")
     _assert_refused(cli("audit", "--dataset", "digits", "--loss", "nope", "--out", tmp_path), "unknown loss 'nope'")
+
+
+def test_audit_of_an_hf_dataset_covers_both_of_its_splits(tmp_path, cli, isolated):
+    datasets = pytest.importorskip("datasets")
+    images, clean = _digits()
+    given, flipped = _flip(clean[:450], 0.1, seed=2)
+    columns = [f"p{i}" for i in range(64)]
+    features = datasets.Features({**{c: datasets.Value("float32") for c in columns},
+                                  "digit": datasets.ClassLabel(names=[str(d) for d in range(10)])})  # fmt: skip
+
+    def split(rows):
+        return datasets.Dataset.from_dict({**dict(zip(columns, images[rows].reshape(len(rows), -1).T)),
+                                           "digit": given[rows]}, features=features)  # fmt: skip
+
+    path = tmp_path / "digits-hf"
+    datasets.DatasetDict({"train": split(np.arange(300)), "test": split(np.arange(300, 450))}).save_to_disk(path)
+    env, homes = isolated
+    out = tmp_path / "audit"
+    done = cli("audit", "--dataset", "hf", "--dataset-param", f"path={path}", "--folds", 3, "--epochs", 15,
+               "--batch-size", 32, "--loss-param", "a=16", "--out", out, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # every row of both splits audited once: positions train rows first, then test rows
+    probs = np.load(out / "pred_probs.npz")
+    assert list(probs["index"]) == list(range(450)) and list(probs["given"]) == list(given)
+    assert probs["pred_probs"].shape == (450, 10)
+    _, rows = _rows(out / "label_issues.csv")
+    ids = [r["id"] for r in rows]
+    assert rows and len(set(ids)) == len(ids) and len({r["index"] for r in rows}) == len(rows)
+    for r in rows:  # id: SPLIT/ROW of the position
+        index = int(r["index"])
+        assert r["id"] == (f"train/{index}" if index < 300 else f"test/{index - 300}")
+        assert r["given_label"] == str(given[index])
+    flagged = [int(r["index"]) for r in rows]
+    assert {i < 300 for i in flagged} == {True, False}  # issues found in both splits
+    assert np.mean(flipped[flagged]) > 0.5 and np.isin(np.flatnonzero(flipped), flagged).mean() > 0.7
+    assert json.loads((out / "audit.json").read_text())["examples"] == 450
+    assert all(not any(folder.iterdir()) for folder in homes.values())  # the datasets and matplotlib caches too

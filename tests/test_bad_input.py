@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jal_plugins import JALClassifier, create_loss
+from jal_plugins import JALClassifier, create_loss, create_noise_model
 from jal_plugins.engine import Diverged
 from jal_plugins.results import read_records
 
@@ -103,6 +103,12 @@ def test_duplicates_are_dropped_before_planning(cli):
     out = cli("run", "--loss", "jal-ce", "JAL_CE", "jal", "--seed", "0", "0", "--epochs", "1", "--json")
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)) == 1 and "dropped 5 duplicate run(s)" in out.stderr
+    # a noise spec with its defaults spelt out (or left out) is the same run
+    noises = cli("run", "--noise", "symmetric", "sym:0.40", "symmetric:0.4,exact=true", "--loss", "ce",
+                 "--epochs", "1", "--json")  # fmt: skip
+    assert noises.returncode == 0, noises.stderr
+    (record,) = json.loads(noises.stdout)
+    assert record["noise"] == "symmetric:0.4" and "dropped 2 duplicate run(s)" in noises.stderr
 
 
 # 6. corrupt files in --out ---------------------------------------------------------------------------
@@ -167,6 +173,26 @@ def test_files_that_cannot_be_used_are_named(tmp_path, cli, finished):
     assert (out / "results.jsonl").read_bytes() == before
 
 
+@pytest.mark.parametrize("q", [0, -1.5])
+def test_amse_min_a_refuses_a_q_that_is_not_positive(q):
+    from jal_plugins.theory import amse_min_a
+
+    t = create_noise_model("symmetric", rate=0.4).transition_matrix(10)
+    with pytest.raises(ValueError, match=f"q={q!r}"):
+        amse_min_a(t, q=q)
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_debug_shows_the_traceback_before_or_after_the_command(cli, before):
+    from jal_plugins.cli import build_parser
+
+    args = ["run", "--device", "tpu", "--epochs", "1"]
+    out = cli(*(["--debug", *args] if before else [*args, "--debug"]))
+    assert out.returncode == 1 and "Traceback" in out.stderr and "device='tpu'" in out.stderr, out.stderr
+    assert build_parser().parse_args(["--debug", *args] if before else [*args, "--debug"]).debug
+    assert not build_parser().parse_args(args).debug
+
+
 def test_a_rate_left_out_is_recorded_as_the_models_default(cli):
     out = cli("run", "--noise", "symmetric", "--loss", "ce", "--epochs", "1", "--json")
     assert out.returncode == 0, out.stderr
@@ -175,13 +201,19 @@ def test_a_rate_left_out_is_recorded_as_the_models_default(cli):
 
 
 # 9. any registered network on any dataset --------------------------------------------------------
-def test_overriding_the_network_builds_it_for_the_datasets_input(cli):
+def test_overriding_the_network_builds_it_for_the_datasets_input(cli, tmp_path):
     out = cli("run", "--model", "mlp", "--loss", "ce", "--epochs", "2", "--json")
     assert out.returncode == 0, out.stderr
     (record,) = json.loads(out.stdout)
     assert record["model"] == "mlp" and record["test_accuracy"] > 0.5
     missing = cli("run", "--model", "resnet50", "--epochs", "1")
     assert_refused(missing, "resnet50", "3-channel")
+    path = _npz(tmp_path / "features.npz")  # feature vectors: an image network is refused, not half-built
+    for model in ("cnn4", "resnet34"):
+        refused = cli("run", "--dataset", "npz", "--dataset-param", f"path={path}", "--model", model, "--epochs", "1",
+                      "--out", tmp_path / "o")  # fmt: skip
+        assert_refused(refused, f"model {model} needs images (C, H, W)", "feature vectors of 4 features")
+        assert not (tmp_path / "o" / "results.jsonl").exists()
 
 
 # 10. several commands into one --out ----------------------------------------------------------------

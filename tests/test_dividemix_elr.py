@@ -17,7 +17,7 @@ from jal_plugins.job import Job, validate
 from jal_plugins.losses.base import expected_loss
 from jal_plugins.methods.dividemix import clean_probability, mix_weight, mixup, refine, sharpen
 from jal_plugins.methods.elr import elr_regulariser
-from jal_plugins.results import read_records
+from jal_plugins.results import read_checkpoint, read_records
 
 
 def test_both_methods_are_registered():
@@ -142,6 +142,8 @@ def test_explicit_method_parameters_override_the_preset_and_change_the_run_id():
     (["--method", "dividemix", "--method-param", "lambda_u=-1"], "lambda_u=-1"),
     (["--method", "dividemix", "--epochs", "10"], "warmup_epochs=10"),  # the preset's warm-up leaves no epoch
     (["--method", "elr", "--method-param", "beta=1.0"], "beta=1.0"),
+    (["--method", "elr", "--method-param", "beta=-0.1"], "beta=-0.1"),
+    (["--method", "elr", "--method-param", "lam=-1"], "lam=-1"),
 ])  # fmt: skip
 def test_bad_values_fail_on_one_line_before_anything_trains(args, fragment, cli, tmp_path):
     out = cli("run", "--noise", "symmetric:0.6", *args, "--out", tmp_path / "out")
@@ -173,7 +175,7 @@ def test_trains_through_the_runner_and_a_killed_run_resumes_to_the_same_result(m
     deadline, epoch = time.time() + 240, 0
     while time.time() < deadline and epoch < kill_after and proc.poll() is None:
         found = list(killed.glob("runs/*/checkpoint.pt"))
-        epoch = torch.load(found[0], weights_only=True)["epoch"] if found else 0
+        epoch = read_checkpoint(found[0])["epoch"] if found else 0
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

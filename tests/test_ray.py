@@ -53,7 +53,8 @@ def cluster(ray_env):
     command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
                f"--ray-client-server-port={client}", f"--dashboard-port={_free_port()}",
                f"--dashboard-agent-listen-port={_free_port()}", "--num-cpus=2", "--num-gpus=0",
-               "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]  # fmt: skip
+               "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+               f"--temp-dir={temp}"]  # fmt: skip
     with log.open("w") as fh:
         proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=ray_env)
     deadline = time.time() + 90
@@ -238,10 +239,30 @@ def test_an_address_that_does_not_answer_is_named_within_30_s(scheme, cli):
     _one_line(cli("run", "--epochs", "1", "--executor", "ray", "--address", address, timeout=30), address)
 
 
+def test_an_address_that_answers_without_ray_is_named_within_30_s(cli):
+    with socket.socket() as listener:  # accepts connections (the kernel's backlog), never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        start = time.monotonic()
+        out = cli("run", "--epochs", "1", "--executor", "ray", "--address", address, timeout=60)
+        elapsed = time.monotonic() - start
+    _one_line(out, address)
+    assert elapsed < 30, f"{elapsed:.0f} s"
+
+
+def test_auto_address_with_the_local_executor(tmp_path, cli):
+    out = cli("run", "--model", "mlp", "--loss", "ce", "--epochs", "1", "--executor", "local", "--address", "auto",
+              "--json", "--out", tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)) == 1
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [
         (["--address", "127.0.0.1:6379"], "--executor ray"),
+        (["--executor", "local", "--address", "127.0.0.1:6379"], "--executor ray"),
         (["--executor", "ray", "--address", "no-port"], "HOST:PORT"),
         (["--tensorboard"], "--out"),
     ],

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import checkpoints
 
-from jal_plugins.results import read_records
+from jal_plugins.results import read_checkpoint, read_records
 
 
 def read_results(out):
@@ -47,9 +47,7 @@ def test_kill_and_resume(tmp_path, cli, env):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "results.jsonl").exists()
-    import torch
-
-    killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    killed_at = read_checkpoint(checkpoint)["epoch"]
     assert 0 < killed_at < 40
     finished = cli(*args)
     assert finished.returncode == 0, finished.stderr
@@ -126,9 +124,7 @@ def test_kill_a_stack_and_resume_it(tmp_path, cli, env):
     killed = _checkpoint_epochs(out)
     assert len(killed) == 4 and max(killed.values()) - min(killed.values()) <= 1 and max(killed.values()) < 200
     assert not (out / "results.jsonl").exists()
-    import torch
-
-    before = {p.parent.name: torch.load(p, weights_only=True)["history"] for p in out.glob("runs/*/checkpoint.pt")}
+    before = {p.parent.name: read_checkpoint(p)["history"] for p in out.glob("runs/*/checkpoint.pt")}
     finished = cli(*args, "--json")
     assert finished.returncode == 0, finished.stderr
     records = read_results(out)

@@ -154,3 +154,49 @@ def test_the_runner_records_what_auto_chose(cli, tmp_path):
     assert "| noise | jal-ce,a=30.0 | jal-ce,a=auto |" in both.stdout
     refused = cli("run", "--loss", "ce,a=auto", "--epochs", "1")
     assert refused.returncode == 2 and "a=auto" in refused.stderr and "ce" in refused.stderr
+
+
+def test_the_runner_trains_several_selections_as_one_unit_as_each_would_alone(cli, tmp_path):
+    grid = ["run", "--model", "mlp", "--noise", "symmetric:0.4,exact=false", "pairflip:0.2", "--loss", "jal-ce,a=auto",
+            "--epochs", "4", "--json"]  # fmt: skip
+    together = cli(*grid, "--out", tmp_path / "together")
+    alone = cli(*grid, "--stack", "1", "--out", tmp_path / "alone")
+    assert together.returncode == 0 and alone.returncode == 0, together.stderr + alone.stderr
+    together, alone = json.loads(together.stdout), json.loads(alone.stdout)
+    assert [r["stack_size"] for r in together] == [2, 2] and [r["stack_size"] for r in alone] == [1, 1]
+    for ours, theirs in zip(together, alone):
+        assert ours["run_id"] == theirs["run_id"]
+        assert ours["method_info"]["chosen"] == theirs["method_info"]["chosen"]
+        np.testing.assert_allclose(ours["method_info"]["held_out_accuracy"], theirs["method_info"]["held_out_accuracy"], atol=0.01)
+        assert abs(ours["test_accuracy"] - theirs["test_accuracy"]) <= 0.01
+
+
+def test_killed_selections_resume_where_they_stopped(cli, env, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import checkpoints
+
+    out = tmp_path / "run"
+    args = ["run", "--model", "mlp", "--noise", "symmetric:0.4,exact=false", "--loss", "jal-ce,a=auto",
+            "--seed", "0", "1", "--epochs", "100", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "jal_plugins", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (len(e := checkpoints(out)) == 2 and min(s["epoch"] for s in e.values()) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = checkpoints(out)
+    assert len(killed) == 2 and all(3 <= s["epoch"] < 200 for s in killed.values())
+    assert not (out / "results.jsonl").exists()
+    finished = cli(*args, "--json")
+    assert finished.returncode == 0, finished.stderr
+    records = json.loads(finished.stdout)
+    assert len(records) == 2 and all(r["method_info"]["chosen"]["loss_params"]["a"] > 1 for r in records)
+    for run_dir in out.glob("runs/*"):
+        curve = json.loads((run_dir / "curve.json").read_text())
+        assert [c["epoch"] for c in curve] == list(range(1, 201))
+        saved = killed[run_dir.name]["history"]
+        assert curve[: len(saved)] == saved  # resumed, not retrained

@@ -181,7 +181,7 @@ def test_runs_split_into_stacks_get_what_one_stack_gives(data):
         ours, theirs = split.train_epoch(train, labels, weights), whole.train_epoch(train, labels, weights)
         np.testing.assert_allclose([s["train_loss"] for s in ours], [s["train_loss"] for s in theirs], rtol=1e-4)
     assert_relative(split.logits(test), whole.logits(test))
-    states = [split.run_state(r) for r in range(3)]
+    states = split.run_states()
     again = Stacks([_parts(r, model="mlp") for r in RUNS], [1, 2], "cpu", (1, 8, 8))
     again.load_states(states)  # run states move between any split of the runs
     assert again.epoch == 2 and again.sizes == [1, 2]
@@ -198,3 +198,62 @@ def test_the_probe_keeps_the_smallest_size_near_the_best():
     assert best_size({1: 0.9, 2: 0.8, 4: 0.7, 8: 0.4, 16: 0.38}) == 8  # a plateau before the gain
     assert best_size({1: 1.0, 2: 2.1}) == 1  # a stack slower per run is never chosen
     assert best_size({1: 1.0, 2: 0.95}) == 1  # a 5 % gain does not pay for a stack
+
+
+PLUGIN = '''
+from torch import nn
+from jal_plugins import hookimpl
+from jal_plugins.losses import Loss
+from jal_plugins.losses.base import probs, target_column
+
+
+class CubicMAE(Loss):
+    def __init__(self, num_classes, *, reduction="mean", power=3.0):
+        super().__init__(num_classes, reduction)
+        self.power = power
+
+    def per_sample(self, logits, target):
+        return (1 - target_column(probs(logits), target)) ** self.power
+
+
+class DropoutMLP(nn.Sequential):
+    def __init__(self, num_classes, in_channels, *, input_size=1):
+        super().__init__(nn.Flatten(1), nn.Linear(in_channels * input_size**2, 32), nn.ReLU(), nn.Dropout(0.2),
+                         nn.Linear(32, num_classes))
+
+
+@hookimpl
+def register_losses(register):
+    register("cubic-mae", CubicMAE)
+
+
+@hookimpl
+def register_models(register):
+    register("dropout-mlp", DropoutMLP)
+'''
+
+
+def test_the_runner_stacks_plugin_losses_and_trains_networks_that_cannot_stack_alone(tmp_path, make_dist, env):
+    import json
+    import subprocess
+    import sys
+
+    make_dist(tmp_path, "stack-plugins", "1.0", "stack_plugins", PLUGIN)
+    env = {**env, "PYTHONPATH": f"{tmp_path}:{env.get('PYTHONPATH', '')}"}
+
+    def run(*args):
+        out = subprocess.run([sys.executable, "-m", "jal_plugins", "run", "--epochs", "3", "--json", *args],
+                             capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout), out.stderr
+
+    mixed = ["--model", "mlp", "--loss", "cubic-mae,power=2.0", "jal-ce", "--noise", "symmetric:0.4,exact=false"]
+    stacked, _ = run(*mixed, "--stack", "2")
+    alone, _ = run(*mixed, "--stack", "1")
+    assert [r["stack_size"] for r in stacked] == [2, 2] and [r["stack_size"] for r in alone] == [1, 1]
+    np.testing.assert_allclose([r["test_accuracy"] for r in stacked], [r["test_accuracy"] for r in alone], atol=0.005)
+    logs = {}
+    for stack in ("2", "auto"):
+        records, logs[stack] = run("--model", "dropout-mlp", "--loss", "ce", "--seed", "0", "1", "--stack", stack)
+        assert [r["stack_size"] for r in records] == [1, 1] and all(r["status"] == "ok" for r in records)
+    assert "dropout-mlp does not stack" in logs["2"]
