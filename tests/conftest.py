@@ -30,6 +30,18 @@ def env():
     return dict(ENV)
 
 
+# A third-party loss for plugin sources (needs Loss, probs and target_column imported beside it).
+CUBIC_MAE = '''
+class CubicMAE(Loss):
+    def __init__(self, num_classes, *, reduction="mean", power=3.0):
+        super().__init__(num_classes, reduction)
+        self.power = power
+
+    def per_sample(self, logits, target):
+        return (1 - target_column(probs(logits), target)) ** self.power
+'''
+
+
 def write_dist(root, dist, version, module, source):
     """A real installed distribution: ``*.dist-info`` with a ``jal_plugins`` entry point, and its module."""
     info = Path(root) / f"{dist.replace('-', '_')}-{version}.dist-info"

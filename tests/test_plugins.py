@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import CUBIC_MAE
 
 import jal_plugins
 from jal_plugins import plugins
@@ -20,14 +21,7 @@ from jal_plugins.losses import Loss
 from jal_plugins.losses.base import probs, target_column
 
 
-class CubicMAE(Loss):
-    def __init__(self, num_classes, *, reduction="mean", power=3.0):
-        super().__init__(num_classes, reduction)
-        self.power = power
-
-    def per_sample(self, logits, target):
-        return (1 - target_column(probs(logits), target)) ** self.power
-
+''' + CUBIC_MAE + '''
 
 class Reverse:
     def apply(self, labels, num_classes=None, seed=None, features=None):

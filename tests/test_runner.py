@@ -146,3 +146,16 @@ def test_finished_runs_are_never_trained_again(tmp_path, cli):
     assert text.startswith(first) and len(text.splitlines()) == 6
     new = [json.loads(line) for line in text.splitlines()[4:]]
     assert {r["seed"] for r in new} == {2} and all(r["stack_size"] == 2 for r in new)
+
+
+def test_the_demo_shows_ce_memorising_and_the_robust_losses_holding(tmp_path, cli):
+    out = cli("demo", "--seeds", "1", "--out", tmp_path / "demo")
+    assert out.returncode == 0, out.stderr
+    assert "| noise | ce | gce | nce+rce | anl-ce | jal-ce,a=30.0 | jal-ce,a=auto |" in out.stdout
+    assert (tmp_path / "demo" / "demo.png").stat().st_size > 0
+    records = read_records(tmp_path / "demo" / "results.jsonl")
+    assert len(records) == 24 and all(r["status"] == "ok" for r in records)
+    at = {(r["noise"], r["loss"], r["loss_params"].get("a")): r["test_accuracy"] for r in records}
+    heavy, asymmetric = "symmetric:0.6,exact=false", "asymmetric:0.4,mapping=mnist"
+    assert min(at[(heavy, "gce", None)], at[(heavy, "jal-ce", "auto")]) > at[(heavy, "ce", None)] + 0.1
+    assert at[(asymmetric, "jal-ce", "auto")] > at[(asymmetric, "ce", None)] + 0.03

@@ -2,10 +2,15 @@
 
 import json
 import pickle
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
+from conftest import checkpoints
 from sklearn.base import clone
 
 from jal_plugins import JALClassifier
@@ -172,13 +177,6 @@ def test_the_runner_trains_several_selections_as_one_unit_as_each_would_alone(cl
 
 
 def test_killed_selections_resume_where_they_stopped(cli, env, tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from conftest import checkpoints
-
     out = tmp_path / "run"
     args = ["run", "--model", "mlp", "--noise", "symmetric:0.4,exact=false", "--loss", "jal-ce,a=auto",
             "--seed", "0", "1", "--epochs", "100", "--out", str(out)]  # fmt: skip

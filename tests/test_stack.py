@@ -5,6 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import CUBIC_MAE
 from torch import nn
 
 from jal_plugins import create_loss, create_model, create_noise_model
@@ -207,14 +208,7 @@ from jal_plugins.losses import Loss
 from jal_plugins.losses.base import probs, target_column
 
 
-class CubicMAE(Loss):
-    def __init__(self, num_classes, *, reduction="mean", power=3.0):
-        super().__init__(num_classes, reduction)
-        self.power = power
-
-    def per_sample(self, logits, target):
-        return (1 - target_column(probs(logits), target)) ** self.power
-
+''' + CUBIC_MAE + '''
 
 class DropoutMLP(nn.Sequential):
     def __init__(self, num_classes, in_channels, *, input_size=1):
