@@ -104,9 +104,7 @@ class ResultStore:
 
 
 TENSOR = "$tensor"  # a tensor's place in a checkpoint's JSON tree
-
-
-PLAIN = (str, int, float, bool, type(None))
+PLAIN = (str, int, float, bool, type(None))  # values JSON gives back as they were
 
 
 class _Inexact(Exception):

@@ -244,7 +244,6 @@ def stack_key(job: Job) -> tuple | None:
 def _probe_factories(job: Job):
     """(one run's parts, one batch of prepared inputs) for timing ``job``'s network."""
     from jal_plugins.engine import DeviceData
-
     from jal_plugins.selection import candidates, wants_selection
 
     prepared = prepare(job)
@@ -264,6 +263,7 @@ def _probe_factories(job: Job):
 def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[Job]]:
     """``jobs`` as units of work: stacks of compatible ``erm`` runs, and single runs."""
     from jal_plugins.autostack import bytes_per_run, choose_stack_size, chunks, max_fitting, stackable
+    from jal_plugins.selection import candidates
 
     groups: dict[tuple, list[Job]] = {}
     units: list[list[Job]] = []
@@ -278,10 +278,8 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
         group.sort(key=lambda j: (j.loss, json.dumps(j.loss_params, sort_keys=True)))
         if len(group) == 1:
             size = 1
-        elif key[-1] and stack == AUTO:  # selections: a unit per worker, each stacking its candidates itself,
-            from jal_plugins.selection import candidates  # as many as memory holds at once
-
-            parts, inputs, device, _ = _probe_factories(group[0])
+        elif key[-1] and stack == AUTO:  # selections: a unit per worker, each stacking its candidates
+            parts, inputs, device, _ = _probe_factories(group[0])  # itself, as many as memory holds
             grid = len(candidates(group[0].loss_params, {}))
             size = min(len(group), max_fitting(bytes_per_run(parts(), inputs()) * grid, device))
         elif stack == AUTO:

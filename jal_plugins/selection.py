@@ -180,6 +180,7 @@ class Selections:
         self.method, self.method_params, self.calibrate = method, dict(method_params or {}), calibrate
         self.runs = len(self.contexts)
         self.owner = [j for j, grid in enumerate(self.grids) for _ in grid]  # candidate -> its run
+        self.members = [[i for i, o in enumerate(self.owner) if o == j] for j in range(self.runs)]  # run -> candidates
         self.phase = "select"
         self.trainer = self._train([(j, c) for j, grid in enumerate(self.grids) for c in grid])
         self.select_epochs = self.trainer.epochs
@@ -190,7 +191,7 @@ class Selections:
         self.noise: list = [None] * self.runs
         self.histories: list[list[dict]] = [[] for _ in range(self.runs)]
         self.diverged: list = [None] * self.runs
-        self._rows = None
+        self._rows = self._rows_of_candidates = None
 
     def _train(self, runs: list[tuple[int, dict]]):
         """``(run, candidate)`` pairs as one trainer: stacks of the measured size, or one learner alone."""
@@ -244,12 +245,14 @@ class Selections:
     def _select_epoch(self, data, labels, weights) -> list:
         from jal_plugins.engine import Diverged
 
+        if self._rows_of_candidates is None:  # each candidate trains on its run's 80 %
+            train = [torch.as_tensor(rows, device=labels.device) for rows, _ in self._split(labels)]
+            self._rows_of_candidates = [train[j] for j in self.owner]
         owner = torch.as_tensor(self.owner, device=labels.device)
-        rows = [torch.as_tensor(self._split(labels)[j][0], device=labels.device) for j in self.owner]
-        stats = self.trainer.train_epoch(data, labels[owner], None if weights is None else weights[owner], rows)
+        stats = self.trainer.train_epoch(data, labels[owner], None if weights is None else weights[owner],
+                                         self._rows_of_candidates)  # fmt: skip
         out = []
-        for j in range(self.runs):
-            mine = [i for i, o in enumerate(self.owner) if o == j]
+        for j, mine in enumerate(self.members):
             live = [stats[i] for i in mine if stats[i] is not None]
             if not live and not self.diverged[j]:  # the error of the one that diverged first names the epoch and the fix
                 first = min((self.trainer.diverged[i] for i in mine), key=lambda d: d.epoch)
@@ -270,13 +273,13 @@ class Selections:
                 continue
             at = torch.as_tensor(np.searchsorted(held, rows), device=logits.device)
             given = labels[j, torch.as_tensor(rows, device=labels.device)]
-            mine = [i for i, o in enumerate(self.owner) if o == j]
+            mine = self.members[j]
             scores = []
-            for i in mine:
+            for candidate, i in zip(self.grids[j], mine):
                 error = self.trainer.diverged[i]
                 if error:
-                    warnings.warn(f"a='auto' candidate {self.grids[j][mine.index(i)]['loss_params']} diverged "
-                                  f"({error}); dropped", stacklevel=3)  # fmt: skip
+                    warnings.warn(f"a='auto' candidate {candidate['loss_params']} diverged ({error}); dropped",
+                                  stacklevel=3)  # fmt: skip
                 scores.append(None if error else (logits[i, at].argmax(1) == given).float().mean().item())
             self.scores[j] = scores
             self.chosen[j] = max((k for k, s in enumerate(scores) if s is not None), key=lambda k: scores[k])
@@ -313,12 +316,8 @@ class Selections:
         }  # fmt: skip
 
     # -- checkpoints -------------------------------------------------------------------------------
-    def run_state(self, run: int) -> dict:
-        """Run ``run``'s checkpoint: its candidates (or its refit), scores, choice and temperature."""
-        return self.run_states()[run]
-
     def run_states(self) -> list[dict]:
-        """``run_state`` of every run, reading the stacks' tensors once."""
+        """Every run's checkpoint: its candidates (or its refit), scores, choice and temperature."""
         own = self.trainer.run_states() if self.trainer is not None else []
         out = []
         for run in range(self.runs):
@@ -329,7 +328,7 @@ class Selections:
                 "diverged": None if error is None else {"epoch": error.epoch, "reason": error.reason},
             }  # fmt: skip
             if self.phase == "select":  # the candidates' own curves are not kept: the run's history is
-                state["candidates"] = [{**own[i], "history": []} for i, o in enumerate(self.owner) if o == run]
+                state["candidates"] = [{**own[i], "history": []} for i in self.members[run]]
                 state["sizes"] = self.trainer.sizes
             elif run in self.final_runs:
                 state["final"] = own[self.final_runs.index(run)]
@@ -337,7 +336,7 @@ class Selections:
             out.append(state)
         return out
 
-    def load_states(self, states: list, sizes=None) -> None:
+    def load_states(self, states: list) -> None:
         """Resume every run from its checkpoint (None: not started); all must have reached the same epoch."""
         from jal_plugins.engine import Diverged
 
@@ -427,7 +426,7 @@ class HeldOut:
         return self.selections.info(0)
 
     def state_dict(self) -> dict:
-        return self.selections.run_state(0)
+        return self.selections.run_states()[0]
 
     def load_state_dict(self, state: dict) -> None:
         self.selections.load_states([state])
