@@ -42,12 +42,14 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
 
     For losses with an AMSE term (``jal-ce``, ``jal-fl``, ``amse``), ``a`` is chosen for the data
     unless ``loss_params`` gives it: candidates of ``a`` (with β and the weight decay) train as one
-    stack on a stratified 80 % of the labels and the best on the held-out 20 % wins, then trains on
-    all the data (``jal_plugins.selection``; ``a_``, ``beta_``, ``weight_decay_``, ``candidates_``,
-    ``selection_scores_``). ``calibrate=True`` fits one temperature for ``predict_proba`` on the same
-    held-out split, through the noise level estimated there (``temperature_``, ``noise_rate_``), so
+    stack on each stratified half of the labels and the best at predicting the other half wins, then
+    trains on all the data (``jal_plugins.selection``; ``a_``, ``beta_``, ``weight_decay_``,
+    ``candidates_``, ``selection_scores_``). ``calibrate=True`` fits one temperature for
+    ``predict_proba`` on those held-out predictions, through the noise level estimated there (``temperature_``, ``noise_rate_``), so
     the probabilities are calibrated for the clean labels; with a fixed ``a`` it costs a second fit.
     ``partial_fit`` trains with a fixed ``a`` (the loss's default unless given) and no calibration.
+    30 epochs by default: on noisy digits, JAL-CE's chosen settings score as well as with 60, in half
+    the time.
     """
 
     def __init__(
@@ -59,7 +61,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         method_params=None,
         module="auto",
         module_params=None,
-        epochs=60,
+        epochs=30,
         batch_size=64,
         lr=0.05,
         momentum=0.9,

@@ -89,8 +89,8 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
     """``(data, inputs, source positions, given labels, pred_probs (N, K), model name, selection)`` of
     every example.
 
-    With ``a="auto"`` the candidates first train together on 80 % of all the labels and the best
-    on the other 20 % (``jal_plugins.selection``) sets ``a`` for every fold; ``selection`` is its
+    With ``a="auto"`` the candidates first train together on all the labels, cross-fitted, and the
+    best (``jal_plugins.selection``) sets ``a`` for every fold; ``selection`` is its
     ``info()`` (None without). The folds then train together. Both are checkpointed to ``out``
     after every epoch and resumed from it.
     ``progress(epoch, epochs)`` is called after each epoch.

@@ -115,9 +115,13 @@ class CNN4(nn.Sequential):
 
 
 class MLP(nn.Sequential):
-    """Fully connected network for tabular (or flattened) input: ``in_channels`` input features."""
+    """Fully connected network for tabular (or flattened) input: ``in_channels`` input features.
 
-    def __init__(self, num_classes=2, in_channels=1, *, hidden=(128, 64), input_size=1):
+    One hidden layer of 256 by default: on noisy digits (``benchmarks/choose_a.py``) it beat two
+    layers of (128, 64) by 0.5–1.5 points under symmetric noise with JAL-CE's chosen settings.
+    """
+
+    def __init__(self, num_classes=2, in_channels=1, *, hidden=(256,), input_size=1):
         layers: list[nn.Module] = [nn.Flatten(1)]
         width = in_channels * input_size * input_size
         for h in hidden:

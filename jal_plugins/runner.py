@@ -307,12 +307,10 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
 
 
 def _runs_trained(unit: list[Job]) -> float:
-    """About how many runs' worth of training ``unit`` is: a selection trains its candidates on 80 %
-    of the rows, then its winner."""
-    from jal_plugins.selection import HOLDOUT, candidates, wants_selection
+    """About how many runs' worth of training ``unit`` is (a selection trains candidates, then its winner)."""
+    from jal_plugins.selection import candidates, wants_selection, work
 
-    return sum(1 + (1 - HOLDOUT) * len(candidates(job.loss_params, {})) if wants_selection(job.loss_params) else 1
-               for job in unit)  # fmt: skip
+    return sum(work(len(candidates(job.loss_params, {}))) if wants_selection(job.loss_params) else 1 for job in unit)
 
 
 def plan_units(jobs: list[Job], stack, slots: int) -> tuple[list[list[int]], list[str]]:

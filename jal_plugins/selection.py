@@ -2,19 +2,23 @@
 
 ``a="auto"`` trains a grid of candidates (``registry.toml`` ``[selection.amse]``: values of ``a``, each
 with a few settings of β and weight decay) as stacked runs (one stack, or several where that
-measures faster: ``autostack.measured_stacks``) on a stratified 80 % of the given, noisy
-labels, and keeps the candidate with the best accuracy on the held-out 20 % of those same noisy
-labels. When the clean class dominates every row of the noise (the condition JAL's guarantee needs),
+measures faster: ``autostack.measured_stacks``) by 2-fold cross-fitting (``[selection] folds``):
+every candidate trains on each stratified half of the given, noisy labels and predicts the other,
+and the candidate whose predictions best agree with all those held-out noisy labels wins. When the clean class dominates every row of the noise (the condition JAL's guarantee needs),
 the classifier that best predicts the noisy labels is the one that best predicts the clean ones, so
 noisy held-out accuracy ranks candidates correctly; a candidate whose training collapses (``a`` too
 large) ranks last, one that diverges is dropped. The winning settings are then trained on all the
-data, so the final network sees every label.
+data, so the final network sees every label. Two folds rather than one 80/20 split: on digits
+(``benchmarks/refit_or_keep.py``) a fifth of 1,297 labels scored too few rows to separate the
+candidates (the winner 1–4 points below the best in hindsight), while every label held out once
+finds the best within 0.1 point, for a fifth more training.
 
-The held-out split also calibrates: one temperature ``τ`` for the logits, fitted by the likelihood
+The held-out predictions also calibrate: one temperature ``τ`` for the logits, fitted by the likelihood
 of the held-out labels agreeing with the predictions through the noise level estimated on the same
 split (``fit_temperature``). Fitting ``τ`` to the noisy labels directly would calibrate the model
 for predicting *noisy* labels (far too unsure of the clean class under heavy noise); through the
 noise it is calibrated for the clean ones. The refit model keeps that temperature.
+With ``folds = 1`` one stratified 80 % trains and the other 20 % scores and calibrates.
 """
 
 from __future__ import annotations
@@ -59,26 +63,45 @@ def candidates(loss_params: dict, config: dict) -> list[dict]:
     return out
 
 
-def holdout_split(labels: np.ndarray, seed: int, fraction: float = HOLDOUT) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified, seeded ``(train rows, held-out rows)`` split: ``fraction`` of the rows, and at least
-    one of every class seen twice or more. A class seen once is only trained on: held out, the
-    candidates would never see it (small folds of ``CleanLearning`` hit this)."""
-    from sklearn.model_selection import StratifiedShuffleSplit
+def folds() -> int:
+    """How many ways the labels are split to score candidates (``registry.toml`` ``[selection]``)."""
+    return int(load().get("selection", {}).get("folds", 1))
+
+
+def work(n_candidates: int) -> float:
+    """About how many runs' worth of training a selection of ``n_candidates`` is: each candidate on
+    the training share of every fold, then the winner on all the rows."""
+    k = folds()
+    return 1 + n_candidates * (k * (1 - 1 / k) if k > 1 else 1 - HOLDOUT)
+
+
+def holdout_splits(labels: np.ndarray, seed: int, k: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, seeded ``(train rows, held-out rows)`` pairs: one that holds out ``HOLDOUT`` of the
+    rows (``k = 1``), or ``k``-fold cross-fitting (``k >= 2``: every row held out once). A class seen
+    once is only trained on: held out, the candidates would never see it (small folds of
+    ``CleanLearning`` hit this)."""
+    from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
     alone = np.isin(labels, classes[counts == 1])
     rest = np.flatnonzero(~alone)
-    held = max(round(fraction * len(labels)), int((counts > 1).sum()))
-    if len(rest) - held < int((counts > 1).sum()):
+    seen = int((counts > 1).sum())
+    held = max(round((HOLDOUT if k == 1 else 1 / k) * len(labels)), seen)
+    if len(rest) - held < seen:
         raise ValueError(
             f"a='auto' and calibrate=True hold out part of the labels, but {len(labels)} samples of "
             f"{len(classes)} classes ({int((counts == 1).sum())} seen once) leave too few to hold out. "
             "Give a number instead (loss_params={'a': 30}, calibrate=False) or more data"
         )
-    split = StratifiedShuffleSplit(1, test_size=held, random_state=seed)
-    train, held = next(split.split(np.zeros(len(rest)), labels[rest]))
-    return np.sort(np.r_[np.flatnonzero(alone), rest[train]]), np.sort(rest[held])
+    if k == 1:
+        split = StratifiedShuffleSplit(1, test_size=held, random_state=seed)
+    else:
+        split = StratifiedKFold(k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a class seen fewer than k times is held out in fewer folds: fine
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        pairs = list(split.split(np.zeros(len(rest)), labels[rest]))
+    return [(np.sort(np.r_[np.flatnonzero(alone), rest[train]]), np.sort(rest[test])) for train, test in pairs]
 
 
 TAU = (0.5, 4.0)  # a few hundred held-out labels do not justify a temperature outside this range
@@ -163,9 +186,10 @@ class _Alone:
 class Selections:
     """The ``a="auto"`` selections of J runs (each its own labels, seed and grid), trained as stacks.
 
-    Phase ``"select"``: the candidates of every run (``grids[j]``, variants of ``contexts[j]``) train
-    together as stacked runs, each on its own run's 80 %; at the end each run keeps its candidate
-    with the best accuracy on its held-out 20 % (and fits its temperature there). Phase
+    Phase ``"select"``: the candidates of every run (``grids[j]``, variants of ``contexts[j]``), one
+    per fold, train together as stacked runs, each on its fold's training rows of its run's labels;
+    at the end each run keeps its candidate with the best accuracy on its held-out rows (every
+    fold's, predicted by that fold's network) and fits its temperature there. Phase
     ``"refit"``: the J winners train together on all their labels. A run whose candidates all
     diverged is reported in ``diverged``; the others go on. The interface is a ``Stack``'s, one
     entry per run: the runner trains many runs' selections as one unit, and ``HeldOut`` is the
@@ -179,10 +203,13 @@ class Selections:
         self.contexts, self.grids = list(contexts), [list(g) for g in grids]
         self.method, self.method_params, self.calibrate = method, dict(method_params or {}), calibrate
         self.runs = len(self.contexts)
-        self.owner = [j for j, grid in enumerate(self.grids) for _ in grid]  # candidate -> its run
-        self.members = [[i for i, o in enumerate(self.owner) if o == j] for j in range(self.runs)]  # run -> candidates
+        self.k = folds() if method == "erm" else 1
+        # what the candidates' stacks train: (run, candidate, fold); and run -> candidate -> its slots
+        self.slots = [(j, c, f) for j, grid in enumerate(self.grids) for c in range(len(grid)) for f in range(self.k)]
+        self.members = [[[i for i, s in enumerate(self.slots) if s[:2] == (j, c)] for c in range(len(grid))]
+                        for j, grid in enumerate(self.grids)]  # fmt: skip
         self.phase = "select"
-        self.trainer = self._train([(j, c) for j, grid in enumerate(self.grids) for c in grid])
+        self.trainer = self._train([(j, self.grids[j][c]) for j, c, _ in self.slots])
         self.select_epochs = self.trainer.epochs
         self.final_runs: list[int] = []  # the runs the refit trains, in its order
         self.scores: list = [None] * self.runs
@@ -214,10 +241,11 @@ class Selections:
             return self.epochs
         return self.trainer.epoch + (self.select_epochs if self.phase == "refit" else 0)
 
-    def _split(self, labels: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _split(self, labels: torch.Tensor) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """Every run's ``(train rows, held-out rows)`` per fold."""
         if self._rows is None:
             given = labels.cpu().numpy()
-            self._rows = [holdout_split(given[j], c.seed) for j, c in enumerate(self.contexts)]
+            self._rows = [holdout_splits(given[j], c.seed, self.k) for j, c in enumerate(self.contexts)]
         return self._rows
 
     def train_epoch(self, data, labels=None, weights=None, rows=None) -> list:
@@ -245,14 +273,15 @@ class Selections:
     def _select_epoch(self, data, labels, weights) -> list:
         from jal_plugins.engine import Diverged
 
-        if self._rows_of_candidates is None:  # each candidate trains on its run's 80 %
-            train = [torch.as_tensor(rows, device=labels.device) for rows, _ in self._split(labels)]
-            self._rows_of_candidates = [train[j] for j in self.owner]
-        owner = torch.as_tensor(self.owner, device=labels.device)
+        if self._rows_of_candidates is None:  # each candidate trains on its fold's training rows
+            split = self._split(labels)
+            self._rows_of_candidates = [torch.as_tensor(split[j][f][0], device=labels.device) for j, _, f in self.slots]
+        owner = torch.as_tensor([j for j, _, _ in self.slots], device=labels.device)
         stats = self.trainer.train_epoch(data, labels[owner], None if weights is None else weights[owner],
                                          self._rows_of_candidates)  # fmt: skip
         out = []
-        for j, mine in enumerate(self.members):
+        for j, candidates in enumerate(self.members):
+            mine = [i for slots in candidates for i in slots]
             live = [stats[i] for i in mine if stats[i] is not None]
             if not live and not self.diverged[j]:  # the error of the one that diverged first names the epoch and the fix
                 first = min((self.trainer.diverged[i] for i in mine), key=lambda d: d.epoch)
@@ -263,28 +292,30 @@ class Selections:
         return out
 
     def _choose(self, data, labels) -> None:
-        """Each run's best candidate on its held-out rows, its temperature; then the refit of the winners."""
+        """Each run's best candidate on its held-out rows (of every fold), its temperature; then the
+        refit of the winners."""
         split = self._split(labels)
-        held = np.unique(np.concatenate([s[1] for s in split]))  # every run's held-out rows, scored at once
+        held = np.unique(np.concatenate([rows for pairs in split for _, rows in pairs]))  # scored at once
         logits = self.trainer.logits(data.subset(held))
         winners = []
-        for j, (_, rows) in enumerate(split):
+        for j, pairs in enumerate(split):
             if self.diverged[j]:
                 continue
-            at = torch.as_tensor(np.searchsorted(held, rows), device=logits.device)
-            given = labels[j, torch.as_tensor(rows, device=labels.device)]
-            mine = self.members[j]
-            scores = []
-            for candidate, i in zip(self.grids[j], mine):
-                error = self.trainer.diverged[i]
+            at = [torch.as_tensor(np.searchsorted(held, rows), device=logits.device) for _, rows in pairs]
+            given = labels[j, torch.as_tensor(np.concatenate([rows for _, rows in pairs]), device=labels.device)]
+            scores, held_logits = [], []
+            for candidate, slots in zip(self.grids[j], self.members[j]):
+                error = next((self.trainer.diverged[i] for i in slots if self.trainer.diverged[i]), None)
                 if error:
                     warnings.warn(f"a='auto' candidate {candidate['loss_params']} diverged ({error}); dropped",
                                   stacklevel=3)  # fmt: skip
-                scores.append(None if error else (logits[i, at].argmax(1) == given).float().mean().item())
+                z = None if error else torch.cat([logits[i, rows] for i, rows in zip(slots, at)])
+                held_logits.append(z)
+                scores.append(None if error else (z.argmax(1) == given).float().mean().item())
             self.scores[j] = scores
-            self.chosen[j] = max((k for k, s in enumerate(scores) if s is not None), key=lambda k: scores[k])
+            self.chosen[j] = max((c for c, s in enumerate(scores) if s is not None), key=lambda c: scores[c])
             if self.calibrate:
-                self.temperature[j], self.noise[j] = fit_temperature(logits[mine[self.chosen[j]], at], given.cpu().numpy())
+                self.temperature[j], self.noise[j] = fit_temperature(held_logits[self.chosen[j]], given.cpu().numpy())
             winners.append(j)
         self._refit(winners)
 
@@ -328,7 +359,7 @@ class Selections:
                 "diverged": None if error is None else {"epoch": error.epoch, "reason": error.reason},
             }  # fmt: skip
             if self.phase == "select":  # the candidates' own curves are not kept: the run's history is
-                state["candidates"] = [{**own[i], "history": []} for i in self.members[run]]
+                state["candidates"] = [{**own[i], "history": []} for slots in self.members[run] for i in slots]
                 state["sizes"] = self.trainer.sizes
             elif run in self.final_runs:
                 state["final"] = own[self.final_runs.index(run)]
@@ -359,6 +390,9 @@ class Selections:
         if sizes is not None and sum(sizes) != self.trainer.runs:
             sizes = None  # saved in a unit of other runs: no grouping to keep
         if self.phase == "select":  # regrouped as saved, a resume gives the same numbers
+            if sum(len(s["candidates"]) for s in states) != len(self.slots):
+                raise ValueError(f"the checkpoint holds {sum(len(s['candidates']) for s in states)} candidate runs, "
+                                 f"this selection trains {len(self.slots)} ({self.k} folds): it was written by another version")  # fmt: skip
             self.trainer.load_states([c for s in states for c in s["candidates"]], sizes)
         else:
             self.trainer.load_states([states[j]["final"] for j in self.final_runs], sizes)
@@ -373,7 +407,7 @@ class Selections:
 
 
 class HeldOut:
-    """A learner: candidates on 80 % of the labels, the best on the held-out 20 %, refit on all of them.
+    """A learner: candidates cross-fitted on the labels, the best on the held-out predictions, refit on all.
 
     The one-run case of ``Selections``, seen with the learner interface of the methods. ``candidates``
     are variants of the run (``{"loss_params": ..., "config": ...}``); with the ``erm`` method they

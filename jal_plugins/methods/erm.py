@@ -7,7 +7,7 @@ def erm(context):
     """Empirical risk minimisation: one network, one pass of the recipe. Cost: one training run.
 
     With ``a="auto"`` in the loss parameters, JAL's ``a`` is chosen first (``jal_plugins.selection``):
-    the candidates train as one stack on 80 % of the labels, then the winner on all of them.
+    the candidates train as one stack on each half of the labels, then the winner on all of them.
     """
     from jal_plugins.selection import HeldOut, candidates, wants_selection
 
