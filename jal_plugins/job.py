@@ -62,13 +62,18 @@ class Job:
 
     def settings(self) -> dict:
         """Every setting that changes the result, resolved: the identity of the run."""
+        from jal_plugins.selection import selection_settings, wants_selection
+
         r = self.resolved()
-        return {
+        out = {
             "dataset": self.dataset, "dataset_params": self.dataset_params, "noise": self.noise, "seed": self.seed,
             "loss": self.loss, "loss_params": r.loss_params, "method": self.method,
             "method_params": r.method_params, "model": r.model, "model_params": r.model_params,
             "preset": r.preset, "config": asdict(r.config),
         }  # fmt: skip
+        if wants_selection(r.loss_params):  # another grid or fold count is another run (and checkpoint)
+            out["selection"] = selection_settings()
+        return out
 
     def key(self) -> str:
         """A short hash of ``settings()``: equal for equal runs, different when any setting differs."""

@@ -50,7 +50,7 @@ def has_amse(loss: str, num_classes: int, preset: str | None = None) -> bool:
 
 def candidates(loss_params: dict, config: dict) -> list[dict]:
     """The ``a="auto"`` grid: ``[{"loss_params": ..., "config": ...}]``; explicit settings are kept."""
-    grid = load().get("selection", {}).get("amse", {})
+    grid = selection_settings().get("amse", {})
     fixed = {k: v for k, v in loss_params.items() if k != "a"}
     out = []
     for a in grid.get("a", [2, 4, 8, 16, 32, 64]):
@@ -63,9 +63,14 @@ def candidates(loss_params: dict, config: dict) -> list[dict]:
     return out
 
 
+def selection_settings() -> dict:
+    """The catalogue's ``[selection]`` table: what a run's identity must include when it chooses ``a``."""
+    return load().get("selection", {})
+
+
 def folds() -> int:
     """How many ways the labels are split to score candidates (``registry.toml`` ``[selection]``)."""
-    return int(load().get("selection", {}).get("folds", 1))
+    return int(selection_settings().get("folds", 1))
 
 
 def work(n_candidates: int) -> float:
