@@ -5,6 +5,10 @@ sample on the other 1,297 (noise seed = model seed = s for s in --seeds).
 
     python benchmarks/choose_a.py                # the issue's table: 3 seeds, four noises
     python benchmarks/choose_a.py --seeds 0 --noises symmetric:0.4
+    python benchmarks/choose_a.py --seeds 3 4 5 --cleanlearning none --params '{"module_params": {"hidden": [256]}}'
+
+``--params`` (JSON) is passed to every ``JALClassifier`` of the table: the same comparison under other
+estimator settings.
 
 Columns: JALClassifier() (a chosen, calibrated), fixed a in {5, 10, 20, 30, 50} (calibrate=False),
 the same estimator with nce+rce and gce, scikit-learn's MLPClassifier; accuracy on clean test labels
@@ -16,6 +20,7 @@ same folds: accuracy and the precision of the flagged issues. Writes benchmarks/
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -47,7 +52,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--noises", nargs="+", default=["symmetric:0.2", "symmetric:0.4", "symmetric:0.6", "pairflip:0.4"])
-    parser.add_argument("--cleanlearning", default="symmetric:0.4", help="the noise of the CleanLearning comparison")
+    parser.add_argument("--cleanlearning", default="symmetric:0.4", help="the noise of the CleanLearning comparison (none: skip it)")
+    parser.add_argument("--params", type=json.loads, default={}, help="JSON of JALClassifier settings for every column")
     parser.add_argument("--json", default="benchmarks/results/choose_a.json")
     args = parser.parse_args()
 
@@ -56,29 +62,30 @@ def main():
     idx = np.random.default_rng(0).permutation(len(y))
     test, train = idx[:500], idx[500:]
     rows = []
+    jal = functools.partial(JALClassifier, **args.params)
     for noise in args.noises:
         name, rate = noise.split(":")
         for seed in args.seeds:
             noisy = create_noise_model(name, rate=float(rate), exact=False).apply(y[train], 10, seed=seed)
             row = {"noise": noise, "seed": seed}
-            auto, row["auto_seconds"] = timed(JALClassifier(random_state=seed), x[train], noisy)
+            auto, row["auto_seconds"] = timed(jal(random_state=seed), x[train], noisy)
             row["auto"] = auto.score(x[test], y[test])
             row["chosen"] = {"a": auto.a_, "beta": auto.beta_, "weight_decay": auto.weight_decay_}
             row["ece"] = ece(auto.predict_proba(x[test]), y[test])
             row["temperature"] = auto.temperature_
             for a in FIXED:
-                fixed, seconds = timed(JALClassifier(random_state=seed, loss_params={"a": a}, calibrate=False), x[train], noisy)
+                fixed, seconds = timed(jal(random_state=seed, loss_params={"a": a}, calibrate=False), x[train], noisy)
                 row[f"a={a}"] = fixed.score(x[test], y[test])
                 if a == auto.a_ or a == FIXED[0]:
                     row.setdefault("plain_seconds", seconds)
-            twin = JALClassifier(random_state=seed, calibrate=False, loss_params={"a": auto.a_, "beta": auto.beta_},
+            twin = jal(random_state=seed, calibrate=False, loss_params={"a": auto.a_, "beta": auto.beta_},
                                  weight_decay=auto.weight_decay_).fit(x[train], noisy)  # fmt: skip
             row["ece_uncalibrated"] = ece(twin.predict_proba(x[test]), y[test])
             for loss in ("nce+rce", "gce"):
-                row[loss] = JALClassifier(random_state=seed, loss=loss, calibrate=False).fit(x[train], noisy).score(x[test], y[test])
+                row[loss] = jal(random_state=seed, loss=loss, calibrate=False).fit(x[train], noisy).score(x[test], y[test])
             row["mlp"] = MLPClassifier(random_state=seed, max_iter=500).fit(x[train], noisy).score(x[test], y[test])
             if noise == args.cleanlearning:
-                row.update(cleanlearning(x[train], noisy, y[train], x[test], y[test], seed))
+                row.update(cleanlearning(jal(random_state=seed), x[train], noisy, y[train], x[test], y[test], seed))
             rows.append(row)
             print(json.dumps(row), flush=True)
     table(rows, args.noises)
@@ -87,15 +94,13 @@ def main():
     print(f"wrote {args.json}")
 
 
-def cleanlearning(x, noisy, clean, x_test, y_test, seed) -> dict:
+def cleanlearning(jal, x, noisy, clean, x_test, y_test, seed) -> dict:
     from cleanlab.classification import CleanLearning
     from sklearn.neural_network import MLPClassifier
 
-    from jal_plugins import JALClassifier
-
     out = {}
     flipped = noisy != clean
-    for name, estimator in (("cl_jal", JALClassifier(random_state=seed)), ("cl_mlp", MLPClassifier(random_state=seed, max_iter=500))):
+    for name, estimator in (("cl_jal", jal), ("cl_mlp", MLPClassifier(random_state=seed, max_iter=500))):
         cl = CleanLearning(estimator, cv_n_folds=5, seed=seed).fit(x, noisy)
         issues = cl.get_label_issues()["is_label_issue"].to_numpy()
         out[name] = cl.score(x_test, y_test)
