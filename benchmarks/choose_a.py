@@ -11,7 +11,8 @@ sample on the other 1,297 (noise seed = model seed = s for s in --seeds).
 estimator settings.
 
 Columns: JALClassifier() (a chosen, calibrated), fixed a in {5, 10, 20, 30, 50} (calibrate=False),
-the same estimator with nce+rce and gce, scikit-learn's MLPClassifier; accuracy on clean test labels
+the same estimator with nce+rce and gce, scikit-learn's MLPClassifier, skorch with CE on the same MLP
+and recipe when skorch is installed (``pip install skorch``); accuracy on clean test labels
 (mean over seeds), the expected calibration error (15 bins, clean test labels) of the default and of
 its uncalibrated twin, fit seconds; CleanLearning with JALClassifier() vs with MLPClassifier on the
 same folds: accuracy and the precision of the flagged issues. Writes benchmarks/results/choose_a.json.
@@ -63,6 +64,7 @@ def main():
     test, train = idx[:500], idx[500:]
     rows = []
     jal = functools.partial(JALClassifier, **args.params)
+    skorch_ce = skorch_classifier()
     for noise in args.noises:
         name, rate = noise.split(":")
         for seed in args.seeds:
@@ -84,6 +86,8 @@ def main():
             for loss in ("nce+rce", "gce"):
                 row[loss] = jal(random_state=seed, loss=loss, calibrate=False).fit(x[train], noisy).score(x[test], y[test])
             row["mlp"] = MLPClassifier(random_state=seed, max_iter=500).fit(x[train], noisy).score(x[test], y[test])
+            if skorch_ce is not None:
+                row["skorch ce"] = skorch_ce(seed).fit(x[train].astype(np.float32), noisy).score(x[test].astype(np.float32), y[test])
             if noise == args.cleanlearning:
                 row.update(cleanlearning(jal(random_state=seed), x[train], noisy, y[train], x[test], y[test], seed))
             rows.append(row)
@@ -92,6 +96,25 @@ def main():
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1))
     print(f"wrote {args.json}")
+
+
+def skorch_classifier():
+    """skorch's ``NeuralNetClassifier`` with CE on the estimator's default MLP and recipe (SGD, lr 0.05,
+    momentum 0.9, batch 64, 30 epochs, no validation split), if skorch is installed; else None."""
+    try:
+        import skorch
+    except ImportError:
+        return None
+    import torch
+
+    def make(seed):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(64, 384), torch.nn.ReLU(), torch.nn.Linear(384, 10))
+        return skorch.NeuralNetClassifier(net, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD, lr=0.05,
+                                          optimizer__momentum=0.9, batch_size=64, max_epochs=30, train_split=None,
+                                          verbose=0)  # fmt: skip
+
+    return make
 
 
 def cleanlearning(jal, x, noisy, clean, x_test, y_test, seed) -> dict:
@@ -112,6 +135,7 @@ def cleanlearning(jal, x, noisy, clean, x_test, y_test, seed) -> dict:
 def table(rows: list[dict], noises: list[str]) -> None:
     mean = lambda key, noise: np.mean([r[key] for r in rows if r["noise"] == noise and key in r])  # noqa: E731
     cols = ["auto", *(f"a={a}" for a in FIXED), "nce+rce", "gce", "mlp"]
+    cols += ["skorch ce"] if any("skorch ce" in r for r in rows) else []
     print("\n| noise | " + " | ".join(cols) + " | best fixed a − auto | ECE (uncalibrated) | auto fit s (plain fit s) |")
     print("|---" * (len(cols) + 4) + "|")
     for noise in noises:
