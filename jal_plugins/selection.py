@@ -4,14 +4,15 @@
 with a few settings of β and weight decay) as stacked runs (one stack, or several where that
 measures faster: ``autostack.measured_stacks``) by 2-fold cross-fitting (``[selection] folds``):
 every candidate trains on each stratified half of the given, noisy labels and predicts the other,
-and the candidate whose predictions best agree with all those held-out noisy labels wins. When the clean class dominates every row of the noise (the condition JAL's guarantee needs),
-the classifier that best predicts the noisy labels is the one that best predicts the clean ones, so
-noisy held-out accuracy ranks candidates correctly; a candidate whose training collapses (``a`` too
+and the candidate whose predictions best agree with all those held-out noisy labels wins. When the
+clean class dominates every row of the noise (the condition JAL's guarantee needs), the classifier
+that best predicts the noisy labels is the one that best predicts the clean ones, so noisy
+held-out accuracy ranks candidates correctly; a candidate whose training collapses (``a`` too
 large) ranks last, one that diverges is dropped. The winning settings are then trained on all the
 data, so the final network sees every label. Two folds rather than one 80/20 split: on digits
-(``benchmarks/refit_or_keep.py``) a fifth of 1,297 labels scored too few rows to separate the
-candidates (the winner 1–4 points below the best in hindsight), while every label held out once
-finds the best within 0.1 point, for a fifth more training.
+(``benchmarks/refit_or_keep.py``) a fifth of 1,297 labels was too few to separate the candidates
+(the winner 0.6–4 points below the best in hindsight), every label held out once brings it to
+0.2–1.2 points, for a fifth more training.
 
 The held-out predictions also calibrate: one temperature ``τ`` for the logits, fitted by the likelihood
 of the held-out labels agreeing with the predictions through the noise level estimated on the same
