@@ -45,8 +45,9 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
     stack on each stratified half of the labels and the best at predicting the other half wins, then
     trains on all the data (``jal_plugins.selection``; ``a_``, ``beta_``, ``weight_decay_``,
     ``candidates_``, ``selection_scores_``). ``calibrate=True`` fits one temperature for
-    ``predict_proba`` on those held-out predictions, through the noise level estimated there (``temperature_``, ``noise_rate_``), so
-    the probabilities are calibrated for the clean labels; with a fixed ``a`` it costs a second fit.
+    ``predict_proba`` on those held-out predictions, through the noise level estimated there
+    (``temperature_``, ``noise_rate_``), so the probabilities are calibrated for the clean labels;
+    with a fixed ``a`` it costs a second fit.
     ``partial_fit`` trains with a fixed ``a`` (the loss's default unless given) and no calibration.
     30 epochs by default: on noisy digits, JAL-CE's chosen settings score as well as with 60, in half
     the time.

@@ -263,7 +263,7 @@ def _probe_factories(job: Job):
 def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[Job]]:
     """``jobs`` as units of work: stacks of compatible ``erm`` runs, and single runs."""
     from jal_plugins.autostack import bytes_per_run, choose_stack_size, chunks, max_fitting, stackable
-    from jal_plugins.selection import candidates
+    from jal_plugins.selection import candidates, networks
 
     groups: dict[tuple, list[Job]] = {}
     units: list[list[Job]] = []
@@ -280,8 +280,8 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
             size = 1
         elif key[-1] and stack == AUTO:  # selections: a unit per worker, each stacking its candidates
             parts, inputs, device, _ = _probe_factories(group[0])  # itself, as many as memory holds
-            grid = len(candidates(group[0].loss_params, {}))
-            size = min(len(group), max_fitting(bytes_per_run(parts(), inputs()) * grid, device))
+            trained = networks(len(candidates(group[0].loss_params, {})))  # per selection, every fold's
+            size = min(len(group), max_fitting(bytes_per_run(parts(), inputs()) * trained, device))
         elif stack == AUTO:
             parts, inputs, device, shape = _probe_factories(group[0])
             size = choose_stack_size(key, parts, inputs, len(group), device, shape, 1 if workers > 1 else None)

@@ -74,11 +74,16 @@ def folds() -> int:
     return int(selection_settings().get("folds", 1))
 
 
+def networks(n_candidates: int) -> int:
+    """How many networks a selection of ``n_candidates`` trains at once: one per candidate and fold."""
+    return n_candidates * folds()
+
+
 def work(n_candidates: int) -> float:
     """About how many runs' worth of training a selection of ``n_candidates`` is: each candidate on
     the training share of every fold, then the winner on all the rows."""
     k = folds()
-    return 1 + n_candidates * (k * (1 - 1 / k) if k > 1 else 1 - HOLDOUT)
+    return 1 + networks(n_candidates) * (1 - 1 / k if k > 1 else 1 - HOLDOUT)
 
 
 def holdout_splits(labels: np.ndarray, seed: int, k: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
