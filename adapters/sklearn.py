@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -22,6 +23,16 @@ def _as_arrays(X, y):
             y = np.asarray([int(item[1]) for item in items])
         return inputs, y
     return X, y
+
+
+LOG = logging.getLogger("jal_plugins.estimator")
+
+
+def _show(log: logging.Logger) -> None:
+    """``verbose``: the estimator's epochs on stderr, unless the application has configured logging."""
+    if not log.handlers and not logging.getLogger().handlers:
+        log.addHandler(logging.StreamHandler())
+        log.setLevel(logging.INFO)
 
 
 # what a selection of ``a`` and a calibration leave behind (cleared by a new fit)
@@ -126,27 +137,22 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y contains labels {unseen.tolist()} not in classes {self.classes_.tolist()}")
         return np.searchsorted(self.classes_, y)
 
-    def _loss_params(self, selects: bool) -> dict:
-        """The loss parameters of this fit: ``a`` is ``"auto"`` when chosen (by default with ``erm``), else as given."""
-        from jal_plugins.selection import AUTO, has_amse
-
-        params = dict(self.loss_params or {})
-        if params.get("a") == AUTO and not selects:
-            raise ValueError("partial_fit trains one epoch at a time and cannot choose a: give loss_params={'a': 30}")
-        if "a" not in params and selects and self.method == "erm" and has_amse(self.loss, len(self.classes_), self.preset):
-            params["a"] = AUTO
-        return params
-
     def _build(self, X, y=None, selects: bool = True):
+        """The network(s) of this fit as one ``engine.Runs``: a search and calibration
+        (``selection.Selections``), or the method's learner."""
         from jal_plugins import create_method
         from jal_plugins.checks import boolean, device
         from jal_plugins.job import method_context
-        from jal_plugins.selection import HeldOut, candidates, wants_selection
+        from jal_plugins.methods.base import Learner
+        from jal_plugins.selection import Selections, folds, parse
 
         calibrate = boolean("calibrate", self.calibrate) and selects
         self.device_ = device(self.device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        loss_params = self._loss_params(selects)
+        loss_params, selection = parse(self.loss, dict(self.loss_params or {}), self.method, self.preset,
+                                       default=selects, num_classes=len(self.classes_))  # fmt: skip
+        if selection is not None and not selects:
+            raise ValueError("partial_fit trains one epoch at a time and cannot choose a: give loss_params={'a': 30}")
         base = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
         explicit = {k: v for k, v in (("weight_decay", self.weight_decay), ("l1", self.l1)) if v is not None}
         context = method_context(
@@ -155,27 +161,21 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
             base_config=base, config=explicit,
         )  # fmt: skip
         method_params = self.method_params or {}
-        if wants_selection(loss_params) or calibrate:
-            grid = candidates(loss_params, explicit) if wants_selection(loss_params) else [{"loss_params": {}, "config": {}}]
-            self.trainer_ = HeldOut(context, grid, self.method, method_params, calibrate=calibrate)
+        if selection is not None or calibrate:
+            grid = selection.candidates(loss_params, explicit) if selection else [{"loss_params": {}, "config": {}}]
+            k = selection.folds if selection else folds()
+            self.trainer_ = Selections([context], [grid], self.method, method_params, calibrate=calibrate, k=k)
         else:
-            self.trainer_ = create_method(self.method, context, **method_params)
-        self.module_ = self.trainer_.model
+            self.trainer_ = Learner(create_method(self.method, context, **method_params))
+        self.module_ = self.trainer_.module
         self.history_ = []
 
     def _fitted(self) -> None:
         """Fitted attributes from the training: the network, and what a selection chose."""
-        from jal_plugins.selection import HeldOut
-
-        info = self.trainer_.info() if hasattr(self.trainer_, "info") else {}
-        if isinstance(self.trainer_, HeldOut) and self.trainer_.final is not None:
-            self.trainer_ = self.trainer_.final  # the refit learner: what predicts and warm-starts from now on
-            info = {**info, "temperature": info.get("temperature", 1.0)}
-        else:
-            info.setdefault("temperature", getattr(self, "temperature_", 1.0))
-        self.module_ = self.trainer_.model
-        self.temperature_ = float(info.get("temperature", 1.0))
-        if "chosen" in info:
+        info = self.trainer_.info(0)
+        self.module_ = self.trainer_.module
+        self.temperature_ = float(info.get("temperature", getattr(self, "temperature_", 1.0)))
+        if info.get("chosen") is not None and "a" in info["chosen"]["loss_params"]:
             params = {**(self.loss_params or {}), **info["chosen"]["loss_params"]}
             self.a_ = params.get("a")
             self.beta_ = params.get("beta")
@@ -211,12 +211,17 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         return sw
 
     def _train(self, X, y, sample_weight, epochs):
-        data = self._data(X, y, self._weights(sample_weight, X))
-        for _ in range(epochs):
-            stats = self.trainer_.train_epoch(data)
-            self.history_.append(stats["train_loss"])
+        from jal_plugins.loop import raise_divergence, train
+
+        def record(runs, stats):
+            self.history_.append(stats[0]["train_loss"])
             if self.verbose:
-                print(f"epoch {self.trainer_.epoch}: loss {stats['train_loss']:.4f} acc {stats['train_accuracy']:.3f}")
+                LOG.info("epoch %d: loss %.4f acc %.3f", runs.epoch, stats[0]["train_loss"], stats[0]["train_accuracy"])
+
+        if self.verbose:
+            _show(LOG)
+        data = self._data(X, y, self._weights(sample_weight, X))
+        train(self.trainer_, data, until=self.trainer_.epoch + epochs, callbacks=(raise_divergence(), record))
         self._fitted()
         return self
 
@@ -249,7 +254,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X):
         check_is_fitted(self)
         X, _ = self._validate(X, reset=False)
-        return self.trainer_.logits(self._data(X))
+        return self.trainer_.logits(self._data(X))[0]
 
     def predict_proba(self, X):
         """Class probabilities (float64, rows sum to 1) in ``classes_`` order."""
@@ -280,6 +285,6 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         if "trainer_" in state and self.device_.type != "cpu":
             import torch
 
-            learner = copy.deepcopy(state["trainer_"]).to("cpu")
-            state.update(trainer_=learner, module_=learner.model, device_=torch.device("cpu"))
+            runs = copy.deepcopy(state["trainer_"]).to("cpu")
+            state.update(trainer_=runs, module_=runs.module, device_=torch.device("cpu"))
         return state

@@ -27,7 +27,6 @@ import csv
 import hashlib
 import inspect
 import json
-import os
 import time
 from pathlib import Path
 
@@ -89,20 +88,18 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
     """``(data, inputs, source positions, given labels, pred_probs (N, K), model name, selection)`` of
     every example.
 
-    With ``a="auto"`` the candidates first train together on all the labels, cross-fitted, and the
-    best (``jal_plugins.selection``) sets ``a`` for every fold; ``selection`` is its
-    ``info()`` (None without). The folds then train together. Both are checkpointed to ``out``
-    after every epoch and resumed from it.
+    With a search (``a=auto``: ``job.selection``) the candidates first train together on all the
+    labels, cross-fitted, and the best (``jal_plugins.selection``) sets ``a`` for every fold;
+    ``selection`` is its ``info`` (None without). The folds then train together
+    (``folds.fold_networks``). Both are checkpointed to ``out`` after every epoch and resumed from it.
     ``progress(epoch, epochs)`` is called after each epoch.
     """
-    import torch
-
-    from jal_plugins.autostack import measured_stacks
     from jal_plugins.engine import DeviceData
+    from jal_plugins.folds import check_folds, fold_networks
     from jal_plugins.job import prepare
-    from jal_plugins.methods.crossfit import FOLD_SEED, check_folds, stratified_folds
+    from jal_plugins.loop import raise_divergence, train
     from jal_plugins.results import load_checkpoint, save_checkpoint
-    from jal_plugins.selection import HeldOut, candidates, wants_selection
+    from jal_plugins.selection import Selections
 
     check_folds(folds)
     prepared = prepare(job)
@@ -113,44 +110,35 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
     path = out / CHECKPOINT
     state = load_checkpoint(path, settings, device) or {}
     examples = DeviceData(x, given, device, data.mean, data.std)
+    reproducible = prepared.resolved.config.deterministic
+    context, chooser, done = prepared.context, None, 0
 
     def save(**parts):
         save_checkpoint(path, parts, settings)
 
-    context, chooser = prepared.context, None
-    if wants_selection(job.loss_params):  # a="auto": one selection on all the labels, then the folds
-        chooser = HeldOut(context, candidates(context.loss_params, context.config_changes), calibrate=False)
+    def report(offset, total):
+        return lambda runs, stats: progress(offset + runs.epoch, total) if progress else None
+
+    if job.selection is not None:  # one search on all the labels, then the folds with its choice
+        grid = job.selection.candidates(context.loss_params, context.config_changes)
+        chooser = Selections([context], [grid], calibrate=False, k=job.selection.folds)
         if "selection" in state:
-            chooser.load_state_dict(state["selection"])
-        while chooser.phase == "select":
-            chooser.train_epoch(examples)
-            save(selection=chooser.state_dict())
-            if progress:
-                progress(chooser.epoch, 2 * chooser.select_epochs)  # the folds train as many epochs
-        chosen = chooser.candidates[chooser.chosen]
+            chooser.load_states([state["selection"]])
+        done = chooser.select_epochs
+        save_selection = lambda runs, stats: save(epoch=runs.epoch, selection=runs.run_states()[0])  # noqa: E731
+        train(chooser, examples, until=done, callbacks=(raise_divergence(), save_selection, report(0, 2 * done)),
+              reproducible=reproducible)  # fmt: skip
+        chosen = chooser.info(0)["chosen"]
         context = context.vary(chosen["loss_params"], chosen["config"])
-    splits = stratified_folds(given, folds, job.seed)
-    parts = [context.parts(seed_offset=FOLD_SEED + k) for k in range(folds)]
-    stack = measured_stacks(parts, device, data.input_shape)
+    networks = fold_networks(context, folds)
     if "runs" in state:
-        stack.load_states(state["runs"], state.get("sizes"))
-    rows = [torch.as_tensor(train) for train, _ in splits]
-    done = chooser.select_epochs if chooser else 0
-    while stack.epoch < stack.epochs:
-        stack.train_epoch(examples, rows=rows)
-        selection = {"selection": chooser.state_dict()} if chooser else {}
-        save(epoch=stack.epoch, runs=stack.run_states(), sizes=stack.sizes, **selection)
-        if progress:
-            progress(done + stack.epoch, done + stack.epochs)
-    for fold, error in enumerate(stack.diverged):
-        if error is not None:
-            raise type(error)(error.epoch, f"fold {fold + 1} of {folds}: {error.reason}")
-    probs = torch.softmax(stack.logits(examples).double(), 2).cpu().numpy()
-    pred_probs = np.empty(probs.shape[1:])
-    for fold, (_, held) in enumerate(splits):
-        pred_probs[held] = probs[fold, held]
-    chosen = None if chooser is None else chooser.info()
-    return data, x, index, given, pred_probs, prepared.model, chosen
+        networks.load_states(state["runs"])
+    selection = {"selection": chooser.run_states()[0]} if chooser else {}
+    save_folds = lambda runs, stats: save(epoch=done + runs.epoch, runs=runs.run_states(), **selection)  # noqa: E731
+    train(networks, examples, reproducible=reproducible,
+          callbacks=(raise_divergence(lambda f: f"fold {f + 1} of {folds}"), save_folds,
+                     report(done, done + networks.epochs)))  # fmt: skip
+    return data, x, index, given, networks.probabilities(examples), prepared.model, chooser and chooser.info(0)
 
 
 def find_issues(given: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -228,26 +216,11 @@ def audit(job: Job, out, folds: int | None = None, progress=None) -> dict:
     return summary
 
 
-def _pyplot(out: Path):
-    """matplotlib's pyplot (None without matplotlib), its font cache under ``out/cache`` unless
-    ``MPLCONFIGDIR`` says where."""
-    # matplotlib reads MPLCONFIGDIR once, on import; its default is a cache in the home folder
-    os.environ.setdefault("MPLCONFIGDIR", str(Path(out).resolve() / "cache" / "matplotlib"))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
 def suspects_chart(path: Path, images: np.ndarray, rows: list[dict]) -> Path | None:
     """A grid of the suspect images (uint8 NCHW), "given → suggested" under each; None without matplotlib."""
-    from jal_plugins.report import atomic_write
+    from jal_plugins.report import atomic_write, pyplot
 
-    plt = _pyplot(path.parent)
+    plt = pyplot(path.parent / "cache")
     if plt is None:
         return None
     cols = 6
@@ -273,9 +246,9 @@ def suspects_chart(path: Path, images: np.ndarray, rows: list[dict]) -> Path | N
 
 def issues_chart(path: Path, names: list[str], issues: np.ndarray) -> Path | None:
     """Label issues per given class as bars; None without matplotlib."""
-    from jal_plugins.report import atomic_write
+    from jal_plugins.report import atomic_write, pyplot
 
-    plt = _pyplot(path.parent)
+    plt = pyplot(path.parent / "cache")
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(1.5 + 0.4 * len(names), 3.5))

@@ -212,9 +212,12 @@ class Stacks:
         return [h for s in self.stacks for h in s.histories]
 
     @property
-    def net(self):
+    def module(self):
         """The first stack's network: what a learner shows as its model while the runs train."""
-        return self.stacks[0].net
+        return self.stacks[0].net.body
+
+    def info(self, run: int) -> dict:
+        return {}
 
     def _split(self, per_run) -> list:
         """A per-run sequence (or tensor with a leading run axis) cut into each stack's part."""
@@ -235,6 +238,9 @@ class Stacks:
 
     def logits(self, data) -> torch.Tensor:
         return torch.cat([s.logits(data) for s in self.stacks])
+
+    def accuracies(self, data) -> list[float]:
+        return [a for s in self.stacks for a in s.accuracies(data)]
 
     def run_states(self) -> list[dict]:
         """Every run's checkpoint, in run order."""
@@ -257,6 +263,8 @@ class Stacks:
 def measured_stacks(parts: list[tuple], device, input_shape: tuple) -> Stacks:
     """Runs ``parts`` = ``[(model, loss, config, seed), ...]`` as stacks of the measured best size."""
     device = torch.device(device)
+    if input_shape is None:  # nothing to time on: every run alone
+        return Stacks(parts, [1] * len(parts), device, None)
     model, _, config, _ = parts[0]
     shape = tuple(input_shape)
     key = ("stacks", type(model).__name__, sum(p.numel() for p in model.parameters()), shape, config.batch_size,

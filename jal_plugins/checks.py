@@ -143,3 +143,7 @@ def device(value="auto", available: bool = True):
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={str(value)!r} requested but MPS is not available")
     return dev
+
+
+class MissingExtra(ModuleNotFoundError):
+    """An optional dependency is not installed; the message says what to install."""

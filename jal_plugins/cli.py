@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -209,6 +210,27 @@ def cmd_run(args) -> int:
     return _status(records)
 
 
+def _suite(args, name: str, out: Path, data: str | None = None, dataset_params: dict | None = None):
+    """Train suite ``name`` into ``out``: its records, its report (``bench.report``) and the paper's figures."""
+    from jal_plugins import bench
+
+    jobs, labels, paper = bench.suite_jobs(name, args.seeds, args.device, data or "data", dataset_params or {})
+    start = time.perf_counter()
+    records = _run_jobs(args, jobs, out)
+    return records, bench.report(name, records, labels, paper, time.perf_counter() - start), paper
+
+
+def _show_suite(args, records, as_json, heading: str, table: str, tail: str, chart) -> int:
+    if args.json:
+        print(json.dumps(as_json, indent=1))
+        return _status(records)
+    print(f"{heading}\n")
+    print(table)
+    print(f"\n{tail}")
+    print(f"chart: {chart}" if chart else "chart skipped: pip install 'jal-plugins[plot]' for matplotlib")
+    return _status(records)
+
+
 def cmd_bench(args) -> int:
     from jal_plugins import bench
 
@@ -216,44 +238,28 @@ def cmd_bench(args) -> int:
         for name, description in bench.list_suites().items():
             print(f"{name:<20} {description}")
         return 0
-    data = args.data or os.environ.get("JAL_PLUGINS_DATA", "data")
-    jobs, labels, paper = bench.suite_jobs(args.suite, args.seeds, args.device, data, parse_kvs(args.dataset_param))
     out = Path(args.out or f"jal-bench-{Path(args.suite).stem}")
-    start = time.perf_counter()
-    records = _run_jobs(args, jobs, out)
-    result = bench.report(args.suite, records, labels, paper, time.perf_counter() - start)
+    data = args.data or os.environ.get("JAL_PLUGINS_DATA", "data")
+    records, result, paper = _suite(args, args.suite, out, data, parse_kvs(args.dataset_param))
     chart = bench.write_report(out, result, paper)
-    if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k not in ("table", "shown")}, indent=1))
-        return _status(records)
-    print(f"{args.suite}: test accuracy (%) after the last epoch, mean ± std over seeds\n")
-    print(result["table"])
-    print(f"\n{len(records)} runs, {result['seconds']:.0f} s this call on {result['device']}; results in {out}")
-    print(f"chart: {chart}" if chart else "chart skipped: pip install 'jal-plugins[plot]' for matplotlib")
-    return _status(records)
+    return _show_suite(
+        args, records, {k: v for k, v in result.items() if k not in ("table", "shown")},
+        f"{args.suite}: test accuracy (%) after the last epoch, mean ± std over seeds", result["table"],
+        f"{len(records)} runs, {result['seconds']:.0f} s this call on {result['device']}; results in {out}", chart,
+    )  # fmt: skip
 
 
 def cmd_demo(args) -> int:
-    from jal_plugins import bench
     from jal_plugins.report import bar_chart, matrix
 
-    jobs, labels, _ = bench.suite_jobs("demo", args.seeds, args.device)
     out = Path(args.out)
-    start = time.perf_counter()
-    records = _run_jobs(args, jobs, out)
-    elapsed = time.perf_counter() - start
-    shown = [{**r, "noise": labels.get(r["noise"], r["noise"])} for r in records]
-    title = "digits, label noise: test accuracy (%)"
-    chart = bar_chart(shown, ("noise",), ("loss",), out / "demo.png", title)
-    if args.json:
-        print(json.dumps(records, indent=1))
-        return _status(records)
-    seeds = len({r["seed"] for r in records})
-    print(f"Test accuracy (%) on scikit-learn digits, mean ± std over {seeds} seeds\n")
-    print(matrix(shown))
-    print(f"\n{len(records)} runs in {elapsed:.0f} s; results in {out / 'results.jsonl'}")
-    print(f"chart: {chart}" if chart else "chart skipped: pip install 'jal-plugins[plot]' for matplotlib")
-    return _status(records)
+    records, result, _ = _suite(args, "demo", out)
+    chart = bar_chart(result["shown"], ("noise",), ("loss",), out / "demo.png", "digits, label noise: test accuracy (%)")
+    return _show_suite(
+        args, records, records,
+        f"Test accuracy (%) on scikit-learn digits, mean ± std over {result['seeds']} seeds", matrix(result["shown"]),
+        f"{len(records)} runs in {result['seconds']:.0f} s; results in {out / 'results.jsonl'}", chart,
+    )  # fmt: skip
 
 
 def _audit_report(s: dict) -> str:
@@ -429,15 +435,31 @@ def build_parser() -> Parser:
     return parser
 
 
-EXPECTED = (ValueError, KeyError, TypeError, OSError, LookupError, ImportError, UsageError)
+def _expected() -> tuple:
+    """What a user's input causes: one line, exit 2. Anything else is a bug of ours (or a plugin's)."""
+    from jal_plugins.checks import MissingExtra
+    from jal_plugins.plugins import UnknownNameError
+
+    return ValueError, OSError, UsageError, UnknownNameError, MissingExtra
 
 
 def _warning(message, category, filename, lineno, line=None):
     return f"jal-plugins: warning: {message}\n"
 
 
+class _Progress(logging.Handler):
+    """The runner's per-epoch progress (``jal_plugins.progress``) as one line rewritten in place."""
+
+    def emit(self, record):
+        end = getattr(record, "done", False)
+        sys.stderr.write("\n" if end else f"\r{record.getMessage()}")
+        sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
+
+    from jal_plugins.engine import Diverged
 
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -445,6 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     shown = warnings.formatwarning
     if not debug:
         warnings.formatwarning = _warning  # one line, like the errors
+    progress = logging.getLogger("jal_plugins.progress")
+    handler = _Progress()
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -452,12 +479,19 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        kind = "" if isinstance(exc, EXPECTED) else f"{type(exc).__name__}: "
-        text = f"{kind}{message}".replace("\n", " ")
-        print(f"jal-plugins {command}: error: {text}", file=sys.stderr)
-        return 2 if isinstance(exc, EXPECTED) else 1
+        text = str(message).replace("\n", " ")
+        if isinstance(exc, _expected()):
+            print(f"jal-plugins {command}: error: {text}", file=sys.stderr)
+            return 2
+        if isinstance(exc, Diverged):  # the data and settings, not the code: the message names the fix
+            print(f"jal-plugins {command}: error: {text}", file=sys.stderr)
+            return 1
+        print(f"jal-plugins {command}: internal error: {type(exc).__name__}: {text} (run with --debug for the traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     finally:
         warnings.formatwarning = shown
+        progress.removeHandler(handler)
 
 
 if __name__ == "__main__":

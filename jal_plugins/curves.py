@@ -26,7 +26,9 @@ def _writer_class():
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ModuleNotFoundError('--tensorboard needs TensorBoard: pip install "jal-plugins[tensorboard]"') from None
+        from jal_plugins.checks import MissingExtra
+
+        raise MissingExtra('--tensorboard needs TensorBoard: pip install "jal-plugins[tensorboard]"') from None
     return SummaryWriter
 
 

@@ -1,29 +1,33 @@
 """The training engine: R runs of one network in one forward/backward pass; a single run is R = 1.
 
-The data lives on the device (images stay uint8 until a batch is taken). Each run draws its epoch's
-order and augmentation up front from its own generator, seeded per (seed, epoch), so a run sees the
-same stream alone, in any stack, and after a resume. Nothing in a step synchronises with the host:
-statistics are read once per epoch. The parameters, gradients and momentum of all runs live in three
-flat buffers (the layers' weights are views into them), so the optimiser is a few tensor ops per step
-with each run's own learning rate, momentum, weight decay, L1 penalty and gradient clipping.
+``Runs`` is the one interface of R runs that train together: a ``Stack`` (this module), stacks of a
+measured size (``autostack.Stacks``), the networks of a cross-fitting (``folds.OutOfFold``), the
+selections of a search (``selection.Selections``) and any method's learner (``methods.base.Learner``).
+``loop.train`` trains any of them, epoch by epoch.
+
+The data lives on the device (images stay uint8 until a batch is taken); each run's order and
+augmentation come from ``sampler.EpochSampler``, its steps from ``sgd.SGD``. Nothing in a step
+synchronises with the host: statistics are read once per epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from dataclasses import asdict, dataclass, fields
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from jal_plugins import checks
 from jal_plugins.losses.rows import loss_groups
+from jal_plugins.sampler import AUGMENTATIONS, EpochSampler
+from jal_plugins.sgd import SGD
 from jal_plugins.stack import StackedNet, run_slice
 
-AUGMENTATIONS = ("none", "crop-flip", "crop-flip-rotate")
 SCHEDULES = ("cosine", "constant")
 # The settings every run of a stack shares: they shape its batches and its arithmetic.
 SHARED = ("epochs", "batch_size", "augment", "eval_batch_size", "amp", "deterministic")
@@ -155,105 +159,37 @@ class DeviceData:
 
 
 
-def draw_augmentation(mode: str, n: int, gen: torch.Generator, device) -> dict[str, torch.Tensor] | None:
-    """One epoch's augmentation for ``n`` images: crop offsets, flips (and rotation angles)."""
-    if mode == "none":
-        return None
-    aug = {
-        "oy": torch.randint(0, 9, (n,), device=device, generator=gen),
-        "ox": torch.randint(0, 9, (n,), device=device, generator=gen),
-        "flip": torch.rand(n, device=device, generator=gen) < 0.5,
-    }
-    if mode == "crop-flip-rotate":
-        aug["angle"] = (torch.rand(n, device=device, generator=gen) * 2 - 1) * math.radians(20)
-    return aug
+@runtime_checkable
+class Runs(Protocol):
+    """R runs that train together, one entry per run wherever a list is returned.
 
-
-def augment(xb: torch.Tensor, aug: dict[str, torch.Tensor] | None) -> torch.Tensor:
-    """Random crop with zero padding 4, horizontal flip (and rotation) of NCHW images, as floats.
-
-    The padding is added to raw pixel values, before normalisation, as torchvision's pipeline does.
-    """
-    if aug is None:
-        return xb.float()
-    b, c, h, w = xb.shape
-    out = _crop(F.pad(xb.float(), (4, 4, 4, 4)), aug["oy"].view(b, 1), aug["ox"].view(b, 1), h, w)
-    out = torch.where(aug["flip"].view(b, 1, 1, 1), out.flip(3), out)
-    if "angle" in aug:
-        cos, sin, zero = aug["angle"].cos(), aug["angle"].sin(), torch.zeros_like(aug["angle"])
-        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-        grid = F.affine_grid(theta, list(out.shape), align_corners=False)
-        out = F.grid_sample(out, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return out
-
-
-def _crop(padded: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    b, c = padded.shape[:2]
-    rows = (oy + torch.arange(h, device=padded.device)).view(b, 1, h, 1).expand(b, c, h, padded.shape[3])
-    out = padded.gather(2, rows)
-    cols = (ox + torch.arange(w, device=padded.device)).view(b, 1, 1, w).expand(b, c, h, w)
-    return out.gather(3, cols)
-
-
-class FlatParams:
-    """The trainable parameters of a stack as views into one flat buffer, their gradients into another.
-
-    Every parameter stores its R runs as R equal, consecutive blocks (its first axis is run-major),
-    so per-run numbers broadcast through ``run_of`` and per-run sums reduce block by block.
+    ``train_epoch`` trains every live run one epoch (``labels``/``weights``: ``(R, N)``, default
+    ``data``'s; ``rows``: each run's training rows) and returns each run's statistics, None for a
+    run that has diverged (its ``Diverged`` is in ``diverged``). ``logits`` gives eval-mode
+    ``(R, N, K)``. ``run_states``/``load_states`` checkpoint and resume every run (a state holds
+    only tensors and plain values; None: not started). ``info(run)`` is what the record keeps of a
+    run beside its curve (a selection's choice, a method's estimates). ``module`` is the network
+    being trained, as one torch module.
     """
 
-    def __init__(self, params: list[nn.Parameter], runs: int, momentum: torch.Tensor | None = None):
-        self.runs = runs
-        device = params[0].device
-        self.blocks: list[tuple[int, int]] = []
-        total = sum(p.numel() for p in params)
-        self.data = torch.empty(total, device=device)
-        self.grad = torch.zeros(total, device=device)
-        self.momentum = torch.zeros(total, device=device) if momentum is None else momentum.to(device)
-        offset = 0
-        for p in params:
-            if p.dtype != torch.float32 or p.numel() % runs or p.stride(0) != p.numel() // p.shape[0]:
-                raise ValueError(f"cannot train a parameter of shape {tuple(p.shape)}, dtype {p.dtype} in a flat buffer")
-            view = self.data.as_strided(p.shape, p.stride(), offset)
-            view.copy_(p.detach())
-            p.data = view
-            p.grad = self.grad.as_strided(p.shape, p.stride(), offset)
-            self.blocks.append((offset, p.numel()))
-            offset += p.numel()
-        self.params = params
-        self.run_of = torch.cat([torch.arange(runs, device=device).repeat_interleave(n // runs) for _, n in self.blocks])
+    runs: int
+    epoch: int
+    epochs: int
+    histories: list[list[dict]]
+    diverged: list[Diverged | None]
+    module: nn.Module
 
-    def views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
-        """``buffer`` (data, grad or momentum) seen as the parameters' shapes."""
-        return [buffer.as_strided(p.shape, p.stride(), o) for p, (o, _) in zip(self.params, self.blocks)]
+    def train_epoch(self, data: DeviceData, labels=None, weights=None, rows=None) -> list[dict | None]: ...
 
-    def per_run_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """``(R,)`` sums of a flat tensor over each run's elements."""
-        r = self.runs
-        return torch.stack([values[o : o + n].view(r, -1).sum(1) for o, n in self.blocks]).sum(0)
+    def logits(self, data: DeviceData) -> torch.Tensor: ...
 
-    def per_run_scale(self, values: torch.Tensor, scale: torch.Tensor) -> None:
-        """Multiply each run's elements of a flat tensor by its entry of ``scale`` (R,), in place."""
-        if self.runs == 1:
-            values.mul_(scale)
-            return
-        for o, n in self.blocks:
-            values[o : o + n].view(self.runs, -1).mul_(scale.unsqueeze(1))
+    def run_states(self) -> list[dict]: ...
 
-    def rebind_grads(self) -> None:
-        """Put gradients that something replaced (DDP) back into the flat gradient buffer."""
-        for p, view in zip(self.params, self.views(self.grad)):
-            if p.grad is not view:
-                view.copy_(p.grad)
-                p.grad = view
+    def load_states(self, states: list[dict | None]) -> None: ...
 
+    def info(self, run: int) -> dict: ...
 
-def _axpy(y: torch.Tensor, a, x: torch.Tensor) -> None:
-    """``y += a * x`` for a float or a per-element tensor ``a``."""
-    if isinstance(a, float):
-        y.add_(x, alpha=a)
-    else:
-        y.addcmul_(a, x)
+    def to(self, device) -> Runs: ...
 
 
 class Stack:
@@ -298,37 +234,23 @@ class Stack:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_module = DistributedDataParallel(self.net, device_ids=ids)
+        self.sampler = EpochSampler(self.seeds, self.config.batch_size, self.config.augment)
+        self.sgd = SGD(self.configs, self._params())
         self.epoch = 0
         self.histories: list[list[dict]] = [[] for _ in range(self.runs)]
         self.diverged: list[Diverged | None] = [None] * self.runs
-        self._bind()
-        self.norm0 = self.weight_norms().tolist()
+        self.norm0 = self.sgd.norms().tolist()
 
-    # -- state that lives on the device --------------------------------------------------------
-    def _bind(self, momentum: torch.Tensor | None = None) -> None:
-        """(Re)build the flat buffers and the per-run optimiser numbers from the network's parameters."""
-        named = [(n, p) for n, p in self.net.body.named_parameters() if p.requires_grad]
-        self.names, self.params = [n for n, _ in named], [p for _, p in named]
-        self.flat = FlatParams(self.params, self.runs, momentum)
-        self._groups = loss_groups(self.losses, self.device)
-        live = [d is None for d in self.diverged]
-        self.live = torch.tensor(live, dtype=torch.float32, device=self.device)
-        self._momentum = self._per_run([c.momentum for c in self.configs])
-        self._wd = self._per_run([c.weight_decay for c in self.configs]) if any(c.weight_decay for c in self.configs) else None
-        self._l1 = self._per_run([c.l1 for c in self.configs]) if any(c.l1 for c in self.configs) else None
-        clips = [c.clip if c.clip else math.inf for c in self.configs]
-        self._clip = None if all(c == math.inf for c in clips) else torch.tensor(clips, device=self.device)
-        self._set_lr()
+    def _params(self) -> list[nn.Parameter]:
+        return [p for _, p in self._named()]
 
-    def _per_run(self, values: list[float]):
-        """One number per run as a float when the runs agree, else as a per-element tensor."""
-        if len(set(values)) == 1:
-            return float(values[0])
-        return torch.tensor(values, dtype=torch.float32, device=self.device)[self.flat.run_of]
+    def _named(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.net.body.named_parameters() if p.requires_grad]
 
-    def _set_lr(self) -> None:
-        lrs = [c.lr_at(min(self.epoch, c.epochs - 1)) * (d is None) for c, d in zip(self.configs, self.diverged)]
-        self._lr = self._per_run(lrs)
+    @functools.cached_property
+    def _groups(self):
+        """The runs' losses grouped into as few calls as they allow (``losses.rows``)."""
+        return loss_groups(self.losses, self.device)
 
     def _autocast(self):
         if self.device.type == "cuda" and self.config.amp:
@@ -340,58 +262,24 @@ class Stack:
         """Epochs of every run (``train_epoch`` calls until done)."""
         return self.config.epochs
 
-    def weight_norms(self) -> torch.Tensor:
-        """``(R,)`` L2 norms of each run's trainable parameters."""
-        with torch.no_grad():
-            return self.flat.per_run_sum(self.flat.data.square()).sqrt()
+    @property
+    def module(self) -> nn.Module:
+        return self.net.body
+
+    def info(self, run: int) -> dict:
+        return {}
 
     # -- one epoch --------------------------------------------------------------------------------
     def start_epoch(self) -> None:
         """Set this epoch's learning rates and training mode."""
-        self._set_lr()
+        self.sgd.set_epoch(self.epoch)
         self.train_module.train()
 
-    def _order(self, n_rows: int, rows) -> tuple[torch.Tensor, dict | None]:
-        """Each run's order of rows and augmentation for this epoch: ``(R, L)`` and ``{key: (R, L)}``."""
-        length = n_rows if rows is None else min(len(r) for r in rows)
-        orders, augs = [], []
-        for r, seed in enumerate(self.seeds):
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(seed * 1_000_003 + self.epoch)
-            if rows is None:
-                order = torch.randperm(n_rows, device=self.device, generator=gen)
-            else:  # equally many rows per run: a longer row list skips a different few each epoch
-                own = torch.as_tensor(rows[r], device=self.device)
-                order = own[torch.randperm(len(own), device=self.device, generator=gen)[:length]]
-            orders.append(order)
-            augs.append(draw_augmentation(self.config.augment, length, gen, self.device))
-        aug = None if augs[0] is None else {k: torch.stack([a[k] for a in augs]) for k in augs[0]}
-        return torch.stack(orders), aug
-
     def batches(self, data: DeviceData, labels=None, weights=None, rows=None, rank: int = 0, world: int = 1):
-        """Start the epoch; yield ``(index, inputs, labels, weights)`` batches, each with a leading run axis.
-
-        ``labels`` / ``weights`` are ``(R, N)`` (default: ``data``'s, for every run); ``rows`` gives
-        each run its training rows (default: all).
-        """
+        """Start the epoch; yield ``(index, inputs, labels, weights)`` batches, each with a leading run
+        axis (``sampler.EpochSampler.batches``)."""
         self.start_epoch()
-        runs = self.runs
-        labels = data.y.expand(runs, -1) if labels is None else labels
-        if weights is None and data.w is not None:
-            weights = data.w.expand(runs, -1)
-        order, aug = self._order(len(data), rows)
-        for start in range(0, order.shape[1], self.config.batch_size):
-            part = slice(start, start + self.config.batch_size)
-            idx = order[:, part]
-            a = None if aug is None else {k: v[:, part] for k, v in aug.items()}
-            if world > 1:  # every rank takes its share of the same global batch
-                idx = idx[:, rank::world]
-                a = None if a is None else {k: v[:, rank::world] for k, v in a.items()}
-            xb = data.x[idx]
-            if data.images:
-                flat_aug = None if a is None else {k: v.reshape(-1) for k, v in a.items()}
-                xb = data.prepare(augment(xb.flatten(0, 1), flat_aug)).view(*idx.shape, *xb.shape[2:])
-            yield idx, xb, labels.gather(1, idx), None if weights is None else weights.gather(1, idx)
+        yield from self.sampler.batches(self.epoch, data, labels, weights, rows, rank, world)
 
     def forward(self, xb: torch.Tensor) -> torch.Tensor:
         """Training-mode fp32 logits ``(R, B, K)`` of inputs ``(R, B, ...)``."""
@@ -410,25 +298,8 @@ class Stack:
         return out
 
     def step(self, run_losses: torch.Tensor) -> None:
-        """One SGD step of every run on its ``(R,)`` loss: L1, per-run clipping, weight decay, momentum."""
-        flat = self.flat
-        flat.grad.zero_()
-        (run_losses * self.live).sum().backward()  # a sum, not a mean: each run steps as it would alone
-        if self.train_module is not self.net:
-            flat.rebind_grads()
-        g, w = flat.grad, flat.data
-        if self._l1 is not None:  # d(λ·Σ|θ|)/dθ = λ·sign(θ), before clipping as in the reference loops
-            _axpy(g, self._l1, w.sign())
-        if self._clip is not None:  # torch.nn.utils.clip_grad_norm_, run by run
-            norms = flat.per_run_sum(g.square()).sqrt()
-            flat.per_run_scale(g, (self._clip / (norms + 1e-6)).clamp(max=1.0))
-        if self._wd is not None:  # coupled L2, added after clipping as torch.optim.SGD does
-            _axpy(g, self._wd, w)
-        flat.momentum.mul_(self._momentum).add_(g)
-        if isinstance(self._lr, float):
-            w.add_(flat.momentum, alpha=-self._lr)
-        else:
-            w.addcmul_(self._lr, flat.momentum, value=-1.0)
+        """One SGD step of every run on its ``(R,)`` loss."""
+        self.sgd.step(run_losses, ddp=self.train_module is not self.net)
 
     def train_epoch(self, data: DeviceData, labels=None, weights=None, rows=None, rank: int = 0, world: int = 1):
         """One pass over ``data``; per run, the epoch's statistics (None for a run that has diverged)."""
@@ -450,7 +321,7 @@ class Stack:
         seen = max(seen, 1)
         losses = (loss_sum.float() / seen).tolist()
         accs = (correct.float() / seen).tolist()
-        norms = self.weight_norms().tolist()
+        norms = self.sgd.norms().tolist()
         out = []
         for r in range(self.runs):
             reason = None if self.diverged[r] else divergence(losses[r], norms[r], self.norm0[r])
@@ -469,14 +340,14 @@ class Stack:
     def _freeze(self, run: int, error: Diverged) -> None:
         """Stop run ``run``: finite zero weights, no momentum, no learning rate, no loss."""
         self.diverged[run] = error
-        for buffer in (self.flat.data, self.flat.momentum):
-            for view, name in zip(self.flat.views(buffer), self.names):
+        flat, names = self.sgd.flat, [n for n, _ in self._named()]
+        for buffer in (flat.data, flat.momentum):
+            for view, name in zip(flat.views(buffer), names):
                 run_slice(view, self.net.shapes[name], self.runs, run).zero_()
         for name, buf in self.net.body.named_buffers():
             if buf.is_floating_point() and name in self.net.shapes:
                 run_slice(buf, self.net.shapes[name], self.runs, run).fill_(1.0 if "var" in name else 0.0)
-        self.live[run] = 0.0
-        self._set_lr()
+        self.sgd.freeze(run)
 
     # -- evaluation -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -495,7 +366,7 @@ class Stack:
 
     def accuracies(self, data: DeviceData) -> list[float]:
         """Each run's accuracy on ``data``'s labels (one host sync)."""
-        return (self.logits(data).argmax(2) == data.y).float().mean(1).tolist()
+        return accuracies(self.logits(data), data)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def run_state(self, run: int) -> dict:
@@ -506,7 +377,8 @@ class Stack:
         """``run_state`` of each of ``runs`` (default: all), reading the stack's tensors once."""
         runs = range(self.runs) if runs is None else runs
         body = self.net.body.state_dict()
-        momentum = dict(zip(self.names, self.flat.views(self.flat.momentum)))
+        names = [n for n, _ in self._named()]
+        momentum = dict(zip(names, self.sgd.flat.views(self.sgd.flat.momentum)))
         out = []
         for run in runs:
             error = self.diverged[run]
@@ -524,46 +396,49 @@ class Stack:
         epochs = {0 if s is None else s["epoch"] for s in states}
         if len(epochs) > 1:
             raise ValueError(f"the runs of a stack must resume from one epoch, got {sorted(epochs)}")
+        names = [n for n, _ in self._named()]
         for run, state in enumerate(states):
             if state is None:
                 continue
             self.net.load_run_state_dict(run, state["model"])
             with torch.no_grad():
-                for view, name in zip(self.flat.views(self.flat.momentum), self.names):
+                for view, name in zip(self.sgd.flat.views(self.sgd.flat.momentum), names):
                     run_slice(view, self.net.shapes[name], self.runs, run).copy_(state["momentum"][name])
             self.histories[run] = list(state["history"])
             self.norm0[run] = state.get("norm0", self.norm0[run])
             if state.get("diverged"):
                 self._freeze(run, Diverged(state["diverged"]["epoch"], state["diverged"]["reason"]))
         self.epoch = epochs.pop()
-        self._set_lr()
+        self.sgd.set_epoch(self.epoch)
 
     def to(self, device) -> "Stack":
         """Move the runs, their losses and optimiser state (e.g. to the CPU for pickling)."""
         if self.train_module is not self.net:
             raise ValueError("a distributed (DDP) trainer cannot be moved")
         self.device = torch.device(device)
-        momentum = self.flat.momentum.to(self.device)
         self.net.to(self.device)
         self.losses = [loss.to(self.device) for loss in self.losses]
-        self._bind(momentum)
+        self.__dict__.pop("_groups", None)
+        self.sgd.rebind(self._params(), self.device)
         return self
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_momentum_state"] = self.flat.momentum
-        for key in ("flat", "params", "names", "_groups", "live", "_momentum", "_wd", "_l1", "_clip", "_lr"):
-            state.pop(key, None)
+        state.pop("_groups", None)  # derived from the losses and the device
         return state
 
     def __setstate__(self, state):
-        momentum = state.pop("_momentum_state")
         self.__dict__.update(state)
-        self._bind(momentum)
+        self.sgd.rebind(self._params())
+
+
+def accuracies(logits: torch.Tensor, data: DeviceData) -> list[float]:
+    """Each run's accuracy, from logits ``(R, N, K)``, on ``data``'s labels (one host sync)."""
+    return (logits.argmax(2) == data.y).float().mean(1).tolist()
 
 
 class Trainer:
-    """One run: the R = 1 stack, seen with single-run shapes (the learner interface of the methods)."""
+    """One run: the R = 1 stack, seen with single-run shapes (the building block of a method's learner)."""
 
     def __init__(self, model: nn.Module, loss: nn.Module, config: TrainConfig, device, *, seed: int = 0, ddp=False):
         self.stack = Stack([model], [loss], [config], [seed], device, ddp=ddp)
@@ -630,10 +505,25 @@ def seeded_init(seed: int, build):
         return build()
 
 
-def set_deterministic(enabled: bool) -> None:
-    """Deterministic kernels (reproducible mode); costs speed on CUDA."""
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=False)
-    torch.backends.cudnn.deterministic = enabled
-    torch.backends.cudnn.benchmark = not enabled
+@contextlib.contextmanager
+def deterministic(enabled: bool = True):
+    """PyTorch's deterministic kernels (and cuDNN's) while the block runs; the previous modes after.
+
+    Costs speed on CUDA; on a CPU the engine's kernels are deterministic already.
+    """
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)  # fmt: skip
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)

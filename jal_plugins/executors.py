@@ -46,7 +46,7 @@ from pathlib import Path
 from jal_plugins.checks import choice
 
 EXECUTORS = ("local", "ray")
-AUTO = "auto"
+DISCOVER = "auto"  # --address auto: Ray finds the cluster this machine belongs to
 MAX_RETRIES = 3  # Ray retries of a task whose worker or node died
 ANSWER_SECONDS = 5  # to open a TCP connection to a named cluster
 # A Ray Client head starts a server process per connection; on a loaded head that start can fail
@@ -66,10 +66,12 @@ def check(name: str, address: str | None) -> None:
     """Refuse an unknown executor, a missing Ray, or an address without Ray, before anything runs."""
     choice("executor", name, EXECUTORS)
     if name == "ray" and importlib.util.find_spec("ray") is None:
-        raise ModuleNotFoundError('--executor ray needs Ray: pip install "jal-plugins[ray]"')
+        from jal_plugins.checks import MissingExtra
+
+        raise MissingExtra('--executor ray needs Ray: pip install "jal-plugins[ray]"')
     if name == "ray" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--executor ray sends whole runs to a cluster; it does not run under torchrun")
-    if name != "ray" and address not in (None, AUTO):  # auto, the default, names no cluster
+    if name != "ray" and address not in (None, DISCOVER):  # auto, the default, names no cluster
         raise ValueError(f"address={address!r} names a Ray cluster; it needs --executor ray")
 
 
@@ -188,10 +190,10 @@ class Local:
 # -- a Ray cluster --------------------------------------------------------------------------------
 def _named(address: str | None) -> tuple[str | None, str]:
     """(the cluster address the user named, and where: ``address`` or ``RAY_ADDRESS``), or None for auto."""
-    if address not in (None, AUTO):
+    if address not in (None, DISCOVER):
         return address, "address"
     env = os.environ.get("RAY_ADDRESS", "")
-    return (env, "RAY_ADDRESS") if env not in ("", AUTO, "local") else (None, "address")
+    return (env, "RAY_ADDRESS") if env not in ("", DISCOVER, "local") else (None, "address")
 
 
 def _answers(address: str, what: str) -> None:
@@ -286,7 +288,7 @@ def _run_task(fn, marker: str | None, jobs: list, *args):
     if not gpu:
         torch.set_num_threads(1)
     # a task without a GPU of its own still sees the node's GPUs: "auto" must not take one
-    jobs = [replace(job, device="cuda" if gpu else "cpu") if job.device == AUTO else job for job in jobs]
+    jobs = [replace(job, device="cuda" if gpu else "cpu") if job.device == "auto" else job for job in jobs]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         value = fn(jobs, *args)
@@ -321,7 +323,7 @@ class Ray:
         ray = self.ray
         resources = ray.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
-        gpu = self.device == "cuda" or (self.device == AUTO and gpus > 0)
+        gpu = self.device == "cuda" or (self.device == "auto" and gpus > 0)
         capacity = gpus if gpu else cpus
         if capacity == 0:  # its tasks would wait forever
             raise ValueError(f"device={self.device!r}: the Ray cluster has {cpus} CPUs and {gpus} GPUs, none for these "

@@ -40,6 +40,7 @@ class Job:
     dataset_params: dict = field(default_factory=dict)
     method_params: dict = field(default_factory=dict)
     device: str = "auto"
+    selection: object = None  # a selection.Selection, parsed from loss parameters marked auto by ``validate``
 
     def canonical(self) -> Job:
         """The same job with names as registered (aliases, case, ``_``/``-``) and a canonical noise spec."""
@@ -62,8 +63,6 @@ class Job:
 
     def settings(self) -> dict:
         """Every setting that changes the result, resolved: the identity of the run."""
-        from jal_plugins.selection import selection_settings, wants_selection
-
         r = self.resolved()
         out = {
             "dataset": self.dataset, "dataset_params": self.dataset_params, "noise": self.noise, "seed": self.seed,
@@ -71,8 +70,8 @@ class Job:
             "method_params": r.method_params, "model": r.model, "model_params": r.model_params,
             "preset": r.preset, "config": asdict(r.config),
         }  # fmt: skip
-        if wants_selection(r.loss_params):  # another grid or fold count is another run (and checkpoint)
-            out["selection"] = selection_settings()
+        if self.selection is not None:
+            out["selection"] = self.selection.settings()
         return out
 
     def key(self) -> str:
@@ -138,7 +137,7 @@ class Resolved:
     preset: str | None
     base: dict  # the recipe's engine fields
     config: object  # TrainConfig of the run's loss
-    loss_params: dict
+    loss_params: dict  # as the run is described: a searched parameter is marked (``Selection.marked``)
     method_params: dict  # the method's preset for this preset and noise, under the explicit ones
 
 
@@ -161,6 +160,8 @@ def resolve(job: Job) -> Resolved:
     preset = job.preset if job.preset is not None else rec.get("preset")
     config = config_for(base, preset, job.config, job.loss)
     loss_params = {**preset_params(preset, job.loss), **job.loss_params}
+    if job.selection is not None:
+        loss_params = job.selection.marked(loss_params)
     methods = {**method_params(job.method, preset, job.noise), **job.method_params}
     return Resolved(model, model_params, preset, base, config, loss_params, methods)
 
@@ -289,21 +290,19 @@ def validate(job: Job) -> Job:
     """Canonicalise ``job`` and check every name and parameter that can be checked without data.
 
     The job returned carries its effective method parameters (the method preset under the explicit
-    ones), so its learner, its record and its run id all see the same values.
+    ones), so its learner, its record and its run id all see the same values, and its search: loss
+    parameters marked ``auto`` become its ``selection`` (``selection.parse``), the rest stay.
     """
     from jal_plugins import create_loss, create_noise_model
     from jal_plugins.checks import device
     from jal_plugins.methods.base import check_values
     from jal_plugins.plugins import check_params, host
-    from jal_plugins.selection import has_amse, wants_selection
+    from jal_plugins.selection import parse
 
     job = job.canonical()
+    params, selection = parse(job.loss, job.loss_params, job.method, job.resolved().preset)
+    job = replace(job, loss_params=params, selection=job.selection or selection)
     resolved = job.resolved()
-    params = dict(job.loss_params)
-    if wants_selection(params):
-        if job.method != "erm" or not has_amse(job.loss, 2, resolved.preset):
-            raise ValueError(f"a=auto chooses the a of an AMSE term with method erm; not for {job.method} {job.loss}")
-        params.pop("a")
     create_loss(job.loss, 2, preset=resolved.preset, **params)
     method = host()["methods"].get(job.method)
     check_params(method, resolved.method_params, skip=1)

@@ -113,18 +113,29 @@ def comparison_table(rows: list[dict], keys: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def bar_chart(records, groups: tuple[str, ...], series: tuple[str, ...], path: Path, title: str,
-              reference: dict[tuple, float] | None = None) -> Path | None:  # fmt: skip
-    """Bars of mean accuracy per ``groups`` (x) and ``series`` (colour); reference numbers as black ticks.
-
-    Returns None when matplotlib is not installed.
-    """
+def pyplot(cache: Path | None = None):
+    """matplotlib's pyplot on the file-only Agg backend (None without matplotlib); its font cache under
+    ``cache/matplotlib`` when given, unless ``MPLCONFIGDIR`` says where."""
+    if cache is not None:  # matplotlib reads MPLCONFIGDIR once, on import; its default is in the home folder
+        os.environ.setdefault("MPLCONFIGDIR", str(Path(cache).resolve() / "matplotlib"))
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def bar_chart(records, groups: tuple[str, ...], series: tuple[str, ...], path: Path, title: str,
+              reference: dict[tuple, float] | None = None) -> Path | None:  # fmt: skip
+    """Bars of mean accuracy per ``groups`` (x) and ``series`` (colour); reference numbers as black ticks.
+
+    Returns None when matplotlib is not installed.
+    """
+    plt = pyplot()
+    if plt is None:
         return None
     import numpy as np
 

@@ -154,6 +154,11 @@ def _pack(tensors: list) -> tuple[list, list]:
     return [torch.cat(flat) for _, _, flat in groups.values()], places
 
 
+# The layout of the states in a checkpoint; one written with another layout restarts its run (moved
+# aside, as a stale one is). 2: the one training core (cross-fitted folds train together).
+CHECKPOINT_FORMAT = 2
+
+
 def save_checkpoint(path: Path, state: dict, settings: dict) -> None:
     """Write ``state``, the checkpoint of a run with ``settings``, atomically.
 
@@ -164,7 +169,7 @@ def save_checkpoint(path: Path, state: dict, settings: dict) -> None:
     """
     import torch
 
-    state = {**state, "settings": json.loads(json.dumps(settings, default=str))}
+    state = {**state, "settings": json.loads(json.dumps(settings, default=str)), "format": CHECKPOINT_FORMAT}
     tensors: list = []
     try:
         tree = _tree(state, tensors)
@@ -208,6 +213,8 @@ def load_checkpoint(path: Path, settings: dict, device) -> dict | None:
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file raises many kinds of errors
         state, problem = None, f"cannot be read ({type(exc).__name__}: {exc})"
     suffix = ".corrupt"
+    if problem is None and state.get("format", 1) != CHECKPOINT_FORMAT:
+        problem, suffix = f"was written by another version of jal-plugins (format {state.get('format', 1)})", ".stale"
     if problem is None and state.get("settings") != json.loads(json.dumps(settings, default=str)):
         problem, suffix = "was written with other settings", ".stale"
     if problem is None:

@@ -4,8 +4,11 @@ Compatible ``erm`` jobs (same data, network, epochs, batch size and augmentation
 runs in one forward/backward pass; each run keeps its own checkpoint, curve and record, exactly as a
 run trained alone would, so a stack can be interrupted and resumed in any other grouping.
 
-A stack or a single run is a unit of work (``train_unit``: claim, train, record); an executor
-(``jal_plugins.executors``) decides where units train: this machine's processes, or a Ray cluster.
+A stack or a single run is a unit of work (``train_unit``: claim, train, record), trained by
+``run_unit`` as one ``engine.Runs`` (``unit_runs``) through the one epoch loop (``loop.train``), with
+checkpoints, TensorBoard and progress as its callbacks. An executor (``jal_plugins.executors``)
+decides where units train: this machine's processes, or a Ray cluster. Progress goes to the
+``jal_plugins.progress`` logger; the command line shows it.
 """
 
 from __future__ import annotations
@@ -13,10 +16,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import multiprocessing
 import os
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from jal_plugins.job import Job, prepare, validate
 from jal_plugins.report import atomic_write
 from jal_plugins.results import ResultStore, load_checkpoint, save_checkpoint
 
-AUTO = "auto"
+MEASURE = "auto"  # --stack auto: the stack size is measured
 
 
 def plan(jobs: list[Job], log=None) -> list[Job]:
@@ -100,123 +102,100 @@ def _write_curve(store: ResultStore | None, job: Job, history: list[dict]) -> No
         atomic_write(run_dir / "curve.json", lambda p: p.write_text(json.dumps(history, indent=1)))
 
 
-def _progress(label: str, epoch: int, epochs: int, stats: dict, images: int) -> None:
-    speed = images / max(stats["seconds"], 1e-9)
-    test = "–" if stats["test_accuracy"] is None else f"{stats['test_accuracy']:.1%}"  # none while a selection trains
-    print(f"\r[{label}] epoch {epoch}/{epochs} loss {stats['train_loss']:.4f} acc {stats['train_accuracy']:.1%} "
-          f"test {test} {speed:,.0f} img/s", end="", file=sys.stderr, flush=True)  # fmt: skip
+PROGRESS = logging.getLogger("jal_plugins.progress")  # one line per epoch; ``done=True`` ends a unit's
 
 
-# -- one run (any method) -------------------------------------------------------------------------
-def run_job(job: Job, store: ResultStore | None = None, progress: bool = False, tensorboard: bool = False) -> dict:
-    """Prepare and train one canonical job alone, resuming from ``store``'s checkpoint; its record.
+def _progress(label: str, images: int):
+    """A loop callback that logs the mean statistics of the live runs after every epoch."""
 
-    A checkpoint (and TensorBoard scalars, with ``tensorboard``) is written after every epoch, the
-    curve at the end; the record is returned, not written (``train_unit`` writes it).
-    """
+    def report(runs, stats: list) -> None:
+        live = [s for s in stats if s is not None]
+        if not live:
+            return
+        loss, acc, test = (_mean([s.get(k) for s in live]) for k in ("train_loss", "train_accuracy", "test_accuracy"))
+        speed = images * runs.runs / max(live[0]["seconds"] * runs.runs, 1e-9)
+        PROGRESS.info("[%s] epoch %d/%d loss %.4f acc %.1f%% test %s %s img/s", label, runs.epoch, runs.epochs, loss,
+                      100 * acc, "–" if test is None else f"{test:.1%}", f"{speed:,.0f}")  # fmt: skip
+
+    return report
+
+
+# -- a unit: one run (any method), a stack of erm runs, or their selections ----------------------------
+def unit_runs(prepared: list, rank: int = 0, world: int = 1):
+    """The runs of ``prepared`` as one ``engine.Runs``: their selections (every run's candidates
+    cross-fitted together, then the winners), a stack of ``erm`` runs, or one method's learner."""
     from jal_plugins import create_method
-    from jal_plugins.engine import DeviceData, Diverged
-
-    rank, world = distributed()
-    prepared = prepare(job, device=_rank_device(job.device, world), ddp=world > 1)
-    data, settings = prepared.data, job.settings()
-    learner = create_method(job.method, prepared.context, **job.method_params)
-    run_dir = store.run_dir(job) if store else None
-    if run_dir is not None:
-        state = load_checkpoint(run_dir / "checkpoint.pt", settings, prepared.device)
-        if state is not None:
-            learner.load_state_dict(state)
-    train = DeviceData(data.x_train, prepared.labels, prepared.device, data.mean, data.std)
-    test = DeviceData(data.x_test, data.y_test, prepared.device, data.mean, data.std)
-    diverged = None
-    with curves.boards(store, [job], [learner.history], tensorboard and rank == 0) as (board,):
-        while learner.epoch < learner.epochs:
-            start = time.perf_counter()
-            try:
-                stats = learner.train_epoch(train, rank, world)
-            except Diverged as exc:
-                diverged = exc
-                break
-            stats["test_accuracy"] = learner.accuracy(test)
-            stats["seconds"] = time.perf_counter() - start
-            if progress and rank == 0:
-                _progress(job.label(), learner.epoch, learner.epochs, stats, len(train))
-            if board is not None:
-                board.add(learner.epoch, stats)
-            if run_dir is not None and rank == 0:
-                save_checkpoint(run_dir / "checkpoint.pt", learner.state_dict(), settings)
-    if progress and rank == 0:
-        print(file=sys.stderr)
-    if rank == 0:
-        _write_curve(store, job, learner.history)
-    return record(prepared, learner.history, learner.info() if hasattr(learner, "info") else {}, diverged, world)
-
-
-# -- a stack of erm runs, or of selections ------------------------------------------------------
-def _unit_trainer(prepared: list):
-    """The runs of ``prepared`` as one trainer with a ``Stack``'s interface: a stack of erm runs, or
-    their ``a="auto"`` selections (every run's candidates stacked, then the winners)."""
     from jal_plugins.engine import Stack
-    from jal_plugins.selection import Selections, candidates, wants_selection
+    from jal_plugins.methods.base import Learner
+    from jal_plugins.selection import Selections
 
+    first = prepared[0]
     contexts = [p.context for p in prepared]
-    if wants_selection(prepared[0].job.loss_params):
-        return Selections(contexts, [candidates(c.loss_params, c.config_changes) for c in contexts])
+    if first.job.selection is not None:
+        if world > 1:
+            raise ValueError("a=auto trains its candidates on one device; run without torchrun")
+        grids = [p.job.selection.candidates(c.loss_params, c.config_changes) for p, c in zip(prepared, contexts)]
+        return Selections(contexts, grids, k=first.job.selection.folds)
+    if len(prepared) == 1:
+        return Learner(create_method(first.job.method, first.context, **first.job.method_params), rank, world)
     models, losses, configs, seeds = zip(*[c.parts() for c in contexts])
-    return Stack(models, losses, configs, seeds, prepared[0].device, input_shape=prepared[0].data.input_shape)
+    return Stack(models, losses, configs, seeds, first.device, input_shape=first.data.input_shape)
 
 
-def run_stack(jobs: list[Job], store: ResultStore | None = None, progress: bool = False,
-              tensorboard: bool = False) -> list[dict]:  # fmt: skip
-    """Train ``jobs`` (compatible, canonical ``erm`` jobs) as one stack, resuming each from its
-    checkpoint; their records (in any order: runs interrupted at different epochs resume apart)."""
+def run_unit(jobs: list[Job], store: ResultStore | None = None, progress: bool = False,
+             tensorboard: bool = False) -> list[dict]:  # fmt: skip
+    """Train ``jobs`` (one job, or compatible canonical ``erm`` jobs) as one ``engine.Runs``, resuming
+    each from its checkpoint; their records (in any order: runs interrupted at different epochs
+    resume apart). A checkpoint is written after every epoch (and TensorBoard scalars, with
+    ``tensorboard``), the curves at the end; the records are returned, not written."""
     import torch
 
     from jal_plugins.engine import DeviceData
+    from jal_plugins.loop import train
 
-    prepared = [prepare(job) for job in jobs]
+    rank, world = distributed()
+    device = _rank_device(jobs[0].device, world)
+    prepared = [prepare(job, device=device, ddp=world > 1) for job in jobs]
     first = prepared[0]
-    device, data = first.device, first.data
     settings = [p.job.settings() for p in prepared]
     paths = [store.run_dir(p.job) / "checkpoint.pt" for p in prepared] if store else None
     states = [load_checkpoint(path, s, device) for path, s in zip(paths, settings)] if store else [None] * len(jobs)
     epochs = {0 if s is None else s["epoch"] for s in states}
-    if len(epochs) > 1:  # runs interrupted at different epochs resume in separate stacks
+    if len(epochs) > 1:  # runs interrupted at different epochs resume in separate units
         by_epoch: dict[int, list[Job]] = {}
         for job, state in zip(jobs, states):
             by_epoch.setdefault(0 if state is None else state["epoch"], []).append(job)
-        return [r for group in by_epoch.values() for r in run_stack(group, store, progress, tensorboard)]
-    stack = _unit_trainer(prepared)
-    stack.load_states(states)
+        return [r for group in by_epoch.values() for r in run_unit(group, store, progress, tensorboard)]
+    runs = unit_runs(prepared, rank, world)
+    runs.load_states(states)
+    data = first.data
     labels = torch.stack([torch.as_tensor(p.labels, dtype=torch.long) for p in prepared]).to(device)
-    train = DeviceData(data.x_train, data.y_train, device, data.mean, data.std)
+    train_data = DeviceData(data.x_train, data.y_train, device, data.mean, data.std)
     test = DeviceData(data.x_test, data.y_test, device, data.mean, data.std)
-    label = f"{len(jobs)} runs: {first.job.dataset} {first.model}"
-    with curves.boards(store, jobs, stack.histories, tensorboard) as boards:
-        while stack.epoch < stack.epochs:
-            start = time.perf_counter()
-            epoch_stats = stack.train_epoch(train, labels)
-            accuracies = stack.accuracies(test)
-            seconds = (time.perf_counter() - start) / stack.runs  # each run's share of the stack's time
-            for stats, accuracy, board in zip(epoch_stats, accuracies, boards):
-                if stats is not None:
-                    stats.update(test_accuracy=accuracy, seconds=seconds)
-                    if board is not None:
-                        board.add(stack.epoch, stats)
-            if store is not None:
-                for path, state, setting in zip(paths, stack.run_states(), settings):
-                    save_checkpoint(path, state, setting)
-            live = [s for s in epoch_stats if s is not None]
-            if progress and live:
-                mean = {k: _mean([s[k] for s in live]) for k in ("train_loss", "train_accuracy", "test_accuracy")}
-                _progress(label, stack.epoch, stack.epochs, {**mean, "seconds": seconds * stack.runs}, len(train) * stack.runs)
-    if progress:
-        print(file=sys.stderr)
+    lead = rank == 0
+    label = first.job.label() if len(jobs) == 1 else f"{len(jobs)} runs: {first.job.dataset} {first.model}"
+
+    def checkpoint(runs, stats):
+        if store is not None and lead:
+            for path, state, setting in zip(paths, runs.run_states(), settings):
+                save_checkpoint(path, state, setting)
+
+    with curves.boards(store, jobs, runs.histories, tensorboard and lead) as boards:
+
+        def board(runs, stats):
+            for run_stats, run_board in zip(stats, boards):
+                if run_stats is not None and run_board is not None:
+                    run_board.add(runs.epoch, run_stats)
+
+        callbacks = (board, checkpoint, *((_progress(label, len(train_data)),) if progress and lead else ()))
+        train(runs, train_data, labels, test=test, callbacks=callbacks, reproducible=first.resolved.config.deterministic)
+    if progress and lead:
+        PROGRESS.info("", extra={"done": True})
     results = []
     for r, p in enumerate(prepared):
-        _write_curve(store, p.job, stack.histories[r])
-        info = stack.info(r) if hasattr(stack, "info") else {}
-        results.append(record(p, stack.histories[r], info, stack.diverged[r], stack_size=stack.runs))
+        if lead:
+            _write_curve(store, p.job, runs.histories[r])
+        results.append(record(p, runs.histories[r], runs.info(r), runs.diverged[r], world, stack_size=runs.runs))
     return results
 
 
@@ -230,27 +209,23 @@ def _mean(values: list):
 def stack_key(job: Job) -> tuple | None:
     """What runs must share to train in one stack (None: this job trains alone)."""
     from jal_plugins.engine import SHARED
-    from jal_plugins.selection import wants_selection
-
     if job.method != "erm":
         return None
     r = job.resolved()
     config = asdict(r.config)
     shared = tuple(config[k] for k in SHARED)
     return (job.dataset, json.dumps(job.dataset_params, sort_keys=True), r.model,
-            json.dumps(r.model_params, sort_keys=True), job.device, shared, wants_selection(job.loss_params))  # fmt: skip
+            json.dumps(r.model_params, sort_keys=True), job.device, shared, job.selection is not None)  # fmt: skip
 
 
 def _probe_factories(job: Job):
     """(one run's parts, one batch of prepared inputs) for timing ``job``'s network."""
     from jal_plugins.engine import DeviceData
-    from jal_plugins.selection import candidates, wants_selection
-
     prepared = prepare(job)
     data, device, context = prepared.data, prepared.device, prepared.context
     batch = prepared.resolved.config.batch_size
-    if wants_selection(context.loss_params):  # a selection trains its candidates: time the first
-        first = candidates(context.loss_params, context.config_changes)[0]
+    if job.selection is not None:  # a selection trains its candidates: time the first
+        first = job.selection.candidates(context.loss_params, context.config_changes)[0]
         context = context.vary(first["loss_params"], first["config"])
 
     def inputs():
@@ -263,8 +238,6 @@ def _probe_factories(job: Job):
 def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[Job]]:
     """``jobs`` as units of work: stacks of compatible ``erm`` runs, and single runs."""
     from jal_plugins.autostack import bytes_per_run, choose_stack_size, chunks, max_fitting, stackable
-    from jal_plugins.selection import candidates, networks
-
     groups: dict[tuple, list[Job]] = {}
     units: list[list[Job]] = []
     for job in jobs:
@@ -278,11 +251,11 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
         group.sort(key=lambda j: (j.loss, json.dumps(j.loss_params, sort_keys=True)))
         if len(group) == 1:
             size = 1
-        elif key[-1] and stack == AUTO:  # selections: a unit per worker, each stacking its candidates
-            parts, inputs, device, _ = _probe_factories(group[0])  # itself, as many as memory holds
-            trained = networks(len(candidates(group[0].loss_params, {})))  # per selection, every fold's
+        elif group[0].selection is not None and stack == MEASURE:  # selections: a unit per worker, each
+            parts, inputs, device, _ = _probe_factories(group[0])  # stacking its candidates itself, as many as memory holds
+            trained = group[0].selection.networks(group[0].loss_params)  # per selection, every fold's
             size = min(len(group), max_fitting(bytes_per_run(parts(), inputs()) * trained, device))
-        elif stack == AUTO:
+        elif stack == MEASURE:
             parts, inputs, device, shape = _probe_factories(group[0])
             size = choose_stack_size(key, parts, inputs, len(group), device, shape, 1 if workers > 1 else None)
             if log:
@@ -290,7 +263,7 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
         else:
             size = min(stack, len(group))
             parts, inputs, device, shape = _probe_factories(group[0])
-            if not key[-1] and not stackable(parts, device, shape):
+            if group[0].selection is None and not stackable(parts, device, shape):
                 if log:
                     log(f"--stack {stack}: {group[0].resolved().model} does not stack; its runs train one at a time")
                 units += [[job] for job in group]
@@ -308,9 +281,7 @@ def stack_plan(jobs: list[Job], stack, workers: int = 1, log=None) -> list[list[
 
 def _runs_trained(unit: list[Job]) -> float:
     """About how many runs' worth of training ``unit`` is (a selection trains candidates, then its winner)."""
-    from jal_plugins.selection import candidates, wants_selection, work
-
-    return sum(work(len(candidates(job.loss_params, {}))) if wants_selection(job.loss_params) else 1 for job in unit)
+    return sum(1 if job.selection is None else job.selection.work(job.loss_params) for job in unit)
 
 
 def plan_units(jobs: list[Job], stack, slots: int) -> tuple[list[list[int]], list[str]]:
@@ -331,9 +302,7 @@ def train_runs(jobs: list[Job], out: Path | None = None, progress: bool = False,
     under ``out``, resuming from the last; the records, which the caller writes."""
     store = ResultStore(out) if out else None
     progress = progress and multiprocessing.parent_process() is None  # spawned workers stay quiet
-    if len(jobs) == 1:
-        return [run_job(jobs[0], store, progress, tensorboard)]
-    return run_stack(jobs, store, progress, tensorboard)
+    return run_unit(jobs, store, progress, tensorboard)
 
 
 def train_unit(jobs: list[Job], out: Path | None = None, progress: bool = False, tensorboard: bool = False,
@@ -362,7 +331,7 @@ def train_unit(jobs: list[Job], out: Path | None = None, progress: bool = False,
 
 
 def run_jobs(jobs: list[Job], out: Path | None = None, progress: bool = False, workers: int | None = 1,
-             stack=AUTO, log=None, executor: str = "local", address: str | None = None,
+             stack=MEASURE, log=None, executor: str = "local", address: str | None = None,
              tensorboard: bool = False) -> list[dict]:  # fmt: skip
     """Train every job not yet recorded in ``out``; return the records of all of them, in order.
 

@@ -1,5 +1,10 @@
 """Choosing JAL's ``a`` (with β and the weight decay) for the data at hand, and calibrating probabilities.
 
+A selection is an explicit step of a run, as scikit-learn's ``GridSearchCV`` wraps an estimator:
+``parse`` turns the loss parameters a user marked ``auto`` into a ``Selection`` (what is searched,
+over how many folds) once, when a job is validated or an estimator fits; nothing else reads the
+marker. ``Selections`` trains the selections of many runs together, as one ``engine.Runs``.
+
 ``a="auto"`` trains a grid of candidates (``registry.toml`` ``[selection.amse]``: values of ``a``, each
 with a few settings of β and weight decay) as stacked runs (one stack, or several where that
 measures faster: ``autostack.measured_stacks``) by 2-fold cross-fitting (``[selection] folds``):
@@ -24,21 +29,26 @@ With ``folds = 1`` one stratified 80 % trains and the other 20 % scores and cali
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from jal_plugins.registry import load
 
-HOLDOUT = 0.2
-AUTO = "auto"
+SEARCH = "auto"  # the value that marks a loss parameter to be searched
 
 
-def wants_selection(loss_params: dict | None) -> bool:
-    return (loss_params or {}).get("a") == AUTO
+def selection_settings() -> dict:
+    """The catalogue's ``[selection]`` table: what a run's identity must include when it searches."""
+    return load().get("selection", {})
+
+
+def folds() -> int:
+    """How many ways the labels are split to score candidates (``registry.toml`` ``[selection]``)."""
+    return int(selection_settings().get("folds", 1))
 
 
 def has_amse(loss: str, num_classes: int, preset: str | None = None) -> bool:
@@ -49,70 +59,66 @@ def has_amse(loss: str, num_classes: int, preset: str | None = None) -> bool:
     return any(isinstance(m, AsymmetricMSE) for m in create_loss(loss, num_classes, preset=preset).modules())
 
 
-def candidates(loss_params: dict, config: dict) -> list[dict]:
-    """The ``a="auto"`` grid: ``[{"loss_params": ..., "config": ...}]``; explicit settings are kept."""
-    grid = selection_settings().get("amse", {})
-    fixed = {k: v for k, v in loss_params.items() if k != "a"}
-    out = []
-    for a in grid.get("a", [2, 4, 8, 16, 32, 64]):
-        for variant in grid.get("variants", [{}]):
-            params = {**{k: v for k, v in variant.items() if k in ("alpha", "beta")}, **fixed, "a": float(a)}
-            changes = {k: v for k, v in variant.items() if k in ("weight_decay", "l1") and k not in config}
-            candidate = {"loss_params": params, "config": changes}
-            if candidate not in out:
-                out.append(candidate)
-    return out
+@dataclass(frozen=True)
+class Selection:
+    """What a run searches before it trains: the loss parameters ``searched`` over the catalogue's grid
+    (``[selection.amse]``), each candidate scored on ``folds`` folds of the given, noisy labels."""
+
+    searched: tuple[str, ...]
+    folds: int
+
+    def candidates(self, loss_params: dict, config: dict) -> list[dict]:
+        """The grid: ``[{"loss_params": ..., "config": ...}]``; the run's fixed settings are kept."""
+        grid = selection_settings().get("amse", {})
+        out = []
+        for a in grid.get("a", [2, 4, 8, 16, 32, 64]):
+            for variant in grid.get("variants", [{}]):
+                params = {**{k: v for k, v in variant.items() if k in ("alpha", "beta")}, **loss_params, "a": float(a)}
+                changes = {k: v for k, v in variant.items() if k in ("weight_decay", "l1") and k not in config}
+                candidate = {"loss_params": params, "config": changes}
+                if candidate not in out:
+                    out.append(candidate)
+        return out
+
+    def marked(self, loss_params: dict) -> dict:
+        """``loss_params`` as the user wrote them: every searched parameter ``auto``."""
+        return {**loss_params, **{name: SEARCH for name in self.searched}}
+
+    def settings(self) -> dict:
+        """What a run's identity must include: another grid or fold count is another run (and checkpoint)."""
+        return selection_settings()
+
+    def networks(self, loss_params: dict) -> int:
+        """How many networks the search trains at once: one per candidate and fold."""
+        return len(self.candidates(loss_params, {})) * self.folds
+
+    def work(self, loss_params: dict) -> float:
+        """About how many runs' worth of training the search and the refit are: each candidate on the
+        training share of every fold, then the winner on all the rows."""
+        from jal_plugins.folds import HOLDOUT
+
+        share = 1 - 1 / self.folds if self.folds > 1 else 1 - HOLDOUT
+        return 1 + self.networks(loss_params) * share
 
 
-def selection_settings() -> dict:
-    """The catalogue's ``[selection]`` table: what a run's identity must include when it chooses ``a``."""
-    return load().get("selection", {})
+def parse(loss: str, loss_params: dict, method: str = "erm", preset: str | None = None, *, default: bool = False,
+          num_classes: int = 2) -> tuple[dict, Selection | None]:  # fmt: skip
+    """``(fixed loss parameters, Selection or None)`` of parameters where some may be ``auto``.
 
-
-def folds() -> int:
-    """How many ways the labels are split to score candidates (``registry.toml`` ``[selection]``)."""
-    return int(selection_settings().get("folds", 1))
-
-
-def networks(n_candidates: int) -> int:
-    """How many networks a selection of ``n_candidates`` trains at once: one per candidate and fold."""
-    return n_candidates * folds()
-
-
-def work(n_candidates: int) -> float:
-    """About how many runs' worth of training a selection of ``n_candidates`` is: each candidate on
-    the training share of every fold, then the winner on all the rows."""
-    k = folds()
-    return 1 + networks(n_candidates) * (1 - 1 / k if k > 1 else 1 - HOLDOUT)
-
-
-def holdout_splits(labels: np.ndarray, seed: int, k: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified, seeded ``(train rows, held-out rows)`` pairs: one that holds out ``HOLDOUT`` of the
-    rows (``k = 1``), or ``k``-fold cross-fitting (``k >= 2``: every row held out once). A class seen
-    once is only trained on: held out, the candidates would never see it (small folds of
-    ``CleanLearning`` hit this)."""
-    from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
-
-    labels = np.asarray(labels)
-    classes, counts = np.unique(labels, return_counts=True)
-    alone = np.isin(labels, classes[counts == 1])
-    rest = np.flatnonzero(~alone)
-    seen = int((counts > 1).sum())
-    held = max(round((HOLDOUT if k == 1 else 1 / k) * len(labels)), seen)
-    if len(rest) - held < seen:
-        raise ValueError(
-            f"a='auto' and calibrate=True hold out part of the labels, but {len(labels)} samples of "
-            f"{len(classes)} classes ({int((counts == 1).sum())} seen once) leave too few to hold out. "
-            "Give a number instead (loss_params={'a': 30}, calibrate=False) or more data"
-        )
-    if k == 1:
-        split = StratifiedShuffleSplit(1, test_size=held, random_state=seed)
-    else:
-        split = StratifiedKFold(k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():  # a class seen fewer than k times is held out in fewer folds: fine
-        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        pairs = list(split.split(np.zeros(len(rest)), labels[rest]))
-    return [(np.sort(np.r_[np.flatnonzero(alone), rest[train]]), np.sort(rest[test])) for train, test in pairs]
+    ``default``: search ``a`` when the loss has an AMSE term, the method is ``erm`` and ``a`` is not
+    given (the estimator's default). Only ``a``, with ``erm``, can be searched; anything else marked
+    ``auto`` is refused with the reason.
+    """
+    searched = tuple(k for k, v in loss_params.items() if v == SEARCH)
+    amse = has_amse(loss, num_classes, preset)
+    if not searched and default and "a" not in loss_params and method == "erm" and amse:
+        searched = ("a",)
+    if not searched:
+        return dict(loss_params), None
+    if searched != ("a",) or method != "erm" or not amse:
+        which = ", ".join(f"{k}=auto" for k in searched)
+        raise ValueError(f"{which}: a=auto chooses the a of an AMSE term with method erm; not for {method} {loss}")
+    return {k: v for k, v in loss_params.items() if k not in searched}, Selection(searched, folds())
 
 
 TAU = (0.5, 4.0)  # a few hundred held-out labels do not justify a temperature outside this range
@@ -152,75 +158,39 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> tuple[float, fl
     return float(math.exp(best.x)), 1 - keep
 
 
-class _Alone:
-    """One method learner behind the interface of a one-run ``Stacks``: what a selection trains when
-    its method is not ``erm`` (one candidate, calibration only) or when it refits a single run."""
-
-    runs = 1
-
-    def __init__(self, learner):
-        self.learner = learner
-        self.diverged = [None]
-
-    epoch = property(lambda self: self.learner.epoch)
-    epochs = property(lambda self: self.learner.epochs)
-    sizes = property(lambda self: [1])
-
-    def train_epoch(self, data, labels=None, weights=None, rows=None) -> list:
-        from jal_plugins.engine import Diverged
-
-        if labels is not None:
-            data = data.relabelled(labels[0])
-        if rows is not None:
-            data = data.subset(rows[0])
-        try:
-            return [self.learner.train_epoch(data)]
-        except Diverged as exc:
-            self.diverged[0] = exc
-            return [None]
-
-    def logits(self, data) -> torch.Tensor:
-        return self.learner.logits(data).unsqueeze(0)
-
-    def run_states(self) -> list[dict]:
-        return [self.learner.state_dict()]
-
-    def load_states(self, states: list, sizes=None) -> None:
-        if states[0] is not None:
-            self.learner.load_state_dict(states[0])
-
-    def to(self, device):
-        self.learner.to(device)
-        return self
-
-
 class Selections:
-    """The ``a="auto"`` selections of J runs (each its own labels, seed and grid), trained as stacks.
+    """The selections of J runs (each its own labels, seed and grid), trained together as ``engine.Runs``.
 
     Phase ``"select"``: the candidates of every run (``grids[j]``, variants of ``contexts[j]``), one
-    per fold, train together as stacked runs, each on its fold's training rows of its run's labels;
-    at the end each run keeps its candidate with the best accuracy on its held-out rows (every
-    fold's, predicted by that fold's network) and fits its temperature there. Phase
-    ``"refit"``: the J winners train together on all their labels. A run whose candidates all
-    diverged is reported in ``diverged``; the others go on. The interface is a ``Stack``'s, one
-    entry per run: the runner trains many runs' selections as one unit, and ``HeldOut`` is the
-    J = 1 case. A ``method`` other than ``erm`` trains one run's one candidate with that method.
+    per fold, train together as cross-fitted networks (``folds.OutOfFold``), each on its fold's
+    training rows of its run's labels; at the end each run keeps its candidate with the best accuracy
+    on its held-out rows (every fold's, predicted by that fold's network) and fits its temperature
+    there. Phase ``"refit"``: the J winners train together on all their labels. A run whose
+    candidates all diverged is reported in ``diverged``; the others go on. A ``method`` other than
+    ``erm`` trains one run's one candidate (calibration only) with that method, on one 80/20 split.
     """
 
     def __init__(self, contexts: list, grids: list[list[dict]], method: str = "erm",
-                 method_params: dict | None = None, calibrate: bool = True):  # fmt: skip
+                 method_params: dict | None = None, calibrate: bool = True, k: int | None = None):  # fmt: skip
+        from jal_plugins.folds import OutOfFold
+
         if method != "erm" and (len(contexts) > 1 or len(grids[0]) > 1):
             raise ValueError(f"a='auto' chooses a with method erm; method {method!r} needs a number (e.g. a=30)")
         self.contexts, self.grids = list(contexts), [list(g) for g in grids]
         self.method, self.method_params, self.calibrate = method, dict(method_params or {}), calibrate
         self.runs = len(self.contexts)
-        self.k = folds() if method == "erm" else 1
-        # what the candidates' stacks train: (run, candidate, fold); and run -> candidate -> its slots
+        self.k = (folds() if k is None else k) if method == "erm" else 1
+        # what the cross-fitting trains: (run, candidate, fold); and run -> candidate -> its slots
         self.slots = [(j, c, f) for j, grid in enumerate(self.grids) for c in range(len(grid)) for f in range(self.k)]
         self.members = [[[i for i, s in enumerate(self.slots) if s[:2] == (j, c)] for c in range(len(grid))]
                         for j, grid in enumerate(self.grids)]  # fmt: skip
         self.phase = "select"
-        self.trainer = self._train([(j, self.grids[j][c]) for j, c, _ in self.slots])
+        self.trainer = OutOfFold(
+            self._train([(j, self.grids[j][c]) for j, c, _ in self.slots]), self.k,
+            [self.contexts[j].seed for j, _, _ in self.slots], [f for _, _, f in self.slots],
+            who="a='auto' and calibrate=True",
+            remedy="Give a number instead (loss_params={'a': 30}, calibrate=False) or more data",
+        )  # fmt: skip
         self.select_epochs = self.trainer.epochs
         self.final_runs: list[int] = []  # the runs the refit trains, in its order
         self.scores: list = [None] * self.runs
@@ -229,19 +199,19 @@ class Selections:
         self.noise: list = [None] * self.runs
         self.histories: list[list[dict]] = [[] for _ in range(self.runs)]
         self.diverged: list = [None] * self.runs
-        self._rows = self._rows_of_candidates = None
 
     def _train(self, runs: list[tuple[int, dict]]):
-        """``(run, candidate)`` pairs as one trainer: stacks of the measured size, or one learner alone."""
+        """``(run, candidate)`` pairs as one ``Runs``: stacks of the measured size, or a method's learner."""
         from jal_plugins import create_method
         from jal_plugins.autostack import measured_stacks
+        from jal_plugins.methods.base import Learner
 
         contexts = [self.contexts[j].vary(c["loss_params"], c["config"]) for j, c in runs]
-        if self.method != "erm" or len(runs) == 1:
-            return _Alone(create_method(self.method, contexts[0], **self.method_params))
+        if self.method != "erm":
+            return Learner(create_method(self.method, contexts[0], **self.method_params))
         return measured_stacks([c.parts() for c in contexts], contexts[0].device, contexts[0].input_shape)
 
-    # -- the interface of a stack ------------------------------------------------------------------
+    # -- engine.Runs -------------------------------------------------------------------------------
     @property
     def epochs(self) -> int:
         return 2 * self.select_epochs
@@ -252,23 +222,27 @@ class Selections:
             return self.epochs
         return self.trainer.epoch + (self.select_epochs if self.phase == "refit" else 0)
 
-    def _split(self, labels: torch.Tensor) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-        """Every run's ``(train rows, held-out rows)`` per fold."""
-        if self._rows is None:
-            given = labels.cpu().numpy()
-            self._rows = [holdout_splits(given[j], c.seed, self.k) for j, c in enumerate(self.contexts)]
-        return self._rows
+    @property
+    def module(self):
+        return self.trainer.module
+
+    def _owners(self, labels: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor([j for j, _, _ in self.slots], device=labels.device)
 
     def train_epoch(self, data, labels=None, weights=None, rows=None) -> list:
         """One epoch of every run (``labels``/``weights``: ``(J, N)``, default ``data``'s); each run's
         statistics, None for a run that has diverged."""
+        if rows is not None:
+            raise ValueError("a selection trains on its folds' rows, then on all of them")
         labels = data.y.expand(self.runs, -1) if labels is None else labels
         if weights is None and data.w is not None:
             weights = data.w.expand(self.runs, -1)
         if self.phase == "select":
-            out = self._select_epoch(data, labels, weights)
+            owner = self._owners(labels)
+            stats = self.trainer.train_epoch(data, labels[owner], None if weights is None else weights[owner])
+            out = self._select_stats(stats)
             if self.trainer.epoch == self.select_epochs:
-                self._choose(data, labels)
+                self._choose(data, labels[owner], labels)
         else:
             live = self.final_runs
             stats = self.trainer.train_epoch(data, labels[live], None if weights is None else weights[live])
@@ -276,25 +250,21 @@ class Selections:
             for i, (j, s) in enumerate(zip(live, stats)):  # epochs counted over both phases
                 out[j] = None if s is None else {**s, "epoch": self.epoch, "phase": "refit"}
                 self.diverged[j] = self.diverged[j] or self.trainer.diverged[i]
-        for history, stats in zip(self.histories, out):
-            if stats is not None:
-                history.append(stats)
+        for history, run_stats in zip(self.histories, out):
+            if run_stats is not None:
+                history.append(run_stats)
         return out
 
-    def _select_epoch(self, data, labels, weights) -> list:
+    def _select_stats(self, stats: list) -> list:
+        """Each run's statistics of a selection epoch: its best live candidate's (a run all of whose
+        candidates diverged gets the first one's error, which names the epoch and the fix)."""
         from jal_plugins.engine import Diverged
 
-        if self._rows_of_candidates is None:  # each candidate trains on its fold's training rows
-            split = self._split(labels)
-            self._rows_of_candidates = [torch.as_tensor(split[j][f][0], device=labels.device) for j, _, f in self.slots]
-        owner = torch.as_tensor([j for j, _, _ in self.slots], device=labels.device)
-        stats = self.trainer.train_epoch(data, labels[owner], None if weights is None else weights[owner],
-                                         self._rows_of_candidates)  # fmt: skip
         out = []
         for j, candidates in enumerate(self.members):
             mine = [i for slots in candidates for i in slots]
             live = [stats[i] for i in mine if stats[i] is not None]
-            if not live and not self.diverged[j]:  # the error of the one that diverged first names the epoch and the fix
+            if not live and not self.diverged[j]:
                 first = min((self.trainer.diverged[i] for i in mine), key=lambda d: d.epoch)
                 reason = first.reason if len(mine) == 1 else f"every candidate did ({first.reason})"
                 self.diverged[j] = Diverged(first.epoch, reason)
@@ -302,27 +272,28 @@ class Selections:
             out.append(None if best is None else {**best, "phase": "select", "candidates": len(live)})
         return out
 
-    def _choose(self, data, labels) -> None:
+    def _choose(self, data, slot_labels: torch.Tensor, labels: torch.Tensor) -> None:
         """Each run's best candidate on its held-out rows (of every fold), its temperature; then the
         refit of the winners."""
-        split = self._split(labels)
-        held = np.unique(np.concatenate([rows for pairs in split for _, rows in pairs]))  # scored at once
-        logits = self.trainer.logits(data.subset(held))
+        held = self.trainer.held_out(data, slot_labels)
         winners = []
-        for j, pairs in enumerate(split):
+        for j in range(self.runs):
             if self.diverged[j]:
                 continue
-            at = [torch.as_tensor(np.searchsorted(held, rows), device=logits.device) for _, rows in pairs]
-            given = labels[j, torch.as_tensor(np.concatenate([rows for _, rows in pairs]), device=labels.device)]
-            scores, held_logits = [], []
+            scores, held_logits, given = [], [], None
             for candidate, slots in zip(self.grids[j], self.members[j]):
                 error = next((self.trainer.diverged[i] for i in slots if self.trainer.diverged[i]), None)
                 if error:
                     warnings.warn(f"a='auto' candidate {candidate['loss_params']} diverged ({error}); dropped",
-                                  stacklevel=3)  # fmt: skip
-                z = None if error else torch.cat([logits[i, rows] for i, rows in zip(slots, at)])
+                                  stacklevel=4)  # fmt: skip
+                    scores.append(None)
+                    held_logits.append(None)
+                    continue
+                rows = np.concatenate([held[i][0] for i in slots])
+                z = torch.cat([held[i][1] for i in slots])
+                given = labels[j, torch.as_tensor(rows, device=labels.device)]
                 held_logits.append(z)
-                scores.append(None if error else (z.argmax(1) == given).float().mean().item())
+                scores.append((z.argmax(1) == given).float().mean().item())
             self.scores[j] = scores
             self.chosen[j] = max((c for c, s in enumerate(scores) if s is not None), key=lambda c: scores[c])
             if self.calibrate:
@@ -348,7 +319,9 @@ class Selections:
         """Each run's accuracy on ``data``'s labels; None while the candidates train (nothing is chosen)."""
         if self.phase == "select":
             return [None] * self.runs
-        return (self.logits(data).argmax(2) == data.y).float().mean(1).tolist()
+        from jal_plugins.engine import accuracies
+
+        return accuracies(self.logits(data), data)
 
     def info(self, run: int) -> dict:
         chosen = self.chosen[run]
@@ -371,7 +344,6 @@ class Selections:
             }  # fmt: skip
             if self.phase == "select":  # the candidates' own curves are not kept: the run's history is
                 state["candidates"] = [{**own[i], "history": []} for slots in self.members[run] for i in slots]
-                state["sizes"] = self.trainer.sizes
             elif run in self.final_runs:
                 state["final"] = own[self.final_runs.index(run)]
                 state["sizes"] = self.trainer.sizes
@@ -396,17 +368,16 @@ class Selections:
             self._refit([j for j, s in enumerate(states) if "final" in s])
         if self.trainer is None:
             return
-        saved = {json.dumps(s.get("sizes")) for s in given}
-        sizes = json.loads(saved.pop()) if len(saved) == 1 else None
-        if sizes is not None and sum(sizes) != self.trainer.runs:
-            sizes = None  # saved in a unit of other runs: no grouping to keep
         if self.phase == "select":  # regrouped as saved, a resume gives the same numbers
             if sum(len(s["candidates"]) for s in states) != len(self.slots):
                 raise ValueError(f"the checkpoint holds {sum(len(s['candidates']) for s in states)} candidate runs, "
                                  f"this selection trains {len(self.slots)} ({self.k} folds): it was written by another version")  # fmt: skip
-            self.trainer.load_states([c for s in states for c in s["candidates"]], sizes)
+            self.trainer.load_states([c for s in states for c in s["candidates"]])
         else:
-            self.trainer.load_states([states[j]["final"] for j in self.final_runs], sizes)
+            saved = {tuple(states[j]["sizes"]) for j in self.final_runs}
+            sizes = list(saved.pop()) if len(saved) == 1 else None
+            self.trainer.load_states([states[j]["final"] for j in self.final_runs],
+                                     sizes if sizes and sum(sizes) == len(self.final_runs) else None)  # fmt: skip
 
     def to(self, device):
         from dataclasses import replace
@@ -415,63 +386,3 @@ class Selections:
             self.trainer.to(device)
         self.contexts = [replace(c, device=torch.device(device)) for c in self.contexts]
         return self
-
-
-class HeldOut:
-    """A learner: candidates cross-fitted on the labels, the best on the held-out predictions, refit on all.
-
-    The one-run case of ``Selections``, seen with the learner interface of the methods. ``candidates``
-    are variants of the run (``{"loss_params": ..., "config": ...}``); with the ``erm`` method they
-    train together as stacked runs, and one candidate (a fixed ``a``) only calibrates. ``epochs``
-    counts both phases; the state checkpoints like any learner's.
-    """
-
-    def __init__(self, context, candidates: list[dict], method: str = "erm", method_params: dict | None = None,
-                 calibrate: bool = True):  # fmt: skip
-        self.selections = Selections([context], [candidates], method, method_params, calibrate)
-        self.candidates = self.selections.grids[0]
-
-    select_epochs = property(lambda self: self.selections.select_epochs)
-    epochs = property(lambda self: self.selections.epochs)
-    epoch = property(lambda self: self.selections.epoch)
-    phase = property(lambda self: self.selections.phase)
-    chosen = property(lambda self: self.selections.chosen[0])
-    history = property(lambda self: self.selections.histories[0])
-
-    @property
-    def final(self):
-        """The refit learner, once the selection has chosen."""
-        trainer = self.selections.trainer
-        return trainer.learner if self.phase == "refit" and isinstance(trainer, _Alone) else None
-
-    @property
-    def model(self):
-        trainer = self.selections.trainer
-        return trainer.learner.model if isinstance(trainer, _Alone) else trainer.net.body
-
-    def train_epoch(self, data, rank: int = 0, world: int = 1) -> dict:
-        if world > 1:
-            raise ValueError("a='auto' and calibration train on one device; run without torchrun")
-        (stats,) = self.selections.train_epoch(data)
-        if stats is None:
-            raise self.selections.diverged[0]
-        return stats
-
-    def logits(self, data):
-        return self.selections.logits(data)[0]
-
-    def accuracy(self, data) -> float | None:
-        return self.selections.accuracies(data)[0]
-
-    def to(self, device):
-        self.selections.to(device)
-        return self
-
-    def info(self) -> dict:
-        return self.selections.info(0)
-
-    def state_dict(self) -> dict:
-        return self.selections.run_states()[0]
-
-    def load_state_dict(self, state: dict) -> None:
-        self.selections.load_states([state])

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from jal_plugins import create_loss, create_model
-from jal_plugins.engine import DeviceData, Trainer, TrainConfig, augment, draw_augmentation
+from jal_plugins.engine import DeviceData, Trainer, TrainConfig
+from jal_plugins.sampler import augment, draw_augmentation
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,9 @@ from sklearn.base import clone
 from jal_plugins import JALClassifier
 from jal_plugins.engine import DeviceData, Diverged
 from jal_plugins.job import method_context
-from jal_plugins.selection import HeldOut, candidates, fit_temperature, holdout_splits
+from jal_plugins.folds import splits
+from jal_plugins.loop import raise_divergence, train
+from jal_plugins.selection import Selection, Selections, fit_temperature, folds
 
 
 def _ece(probs, labels, bins=15):
@@ -34,7 +36,7 @@ def chosen(noisy_digits):
 
 def test_the_default_estimator_chooses_a_among_its_candidates(chosen, noisy_digits):
     x, noisy, _, x_test, y_test = noisy_digits
-    grid = candidates({"a": "auto"}, {})
+    grid = Selection(("a",), folds()).candidates({}, {})
     assert chosen.candidates_ == grid and len(chosen.selection_scores_) == len(grid)
     best = int(np.argmax(chosen.selection_scores_))
     assert chosen.a_ == grid[best]["loss_params"]["a"] and chosen.beta_ == grid[best]["loss_params"].get("beta")
@@ -83,9 +85,9 @@ def test_temperature_fitted_through_the_noise_undoes_over_and_under_confidence()
 
 def test_a_class_seen_once_is_trained_on_and_too_few_samples_name_the_fix():
     labels = np.array([0] * 8 + [1] * 3 + [2])
-    ((train, held),) = holdout_splits(labels, seed=0)
-    assert sorted(np.r_[train, held]) == list(range(12)) and 11 in train and set(labels[held]) == {0, 1}
-    halves = holdout_splits(labels, seed=0, k=2)  # cross-fitting: every row held out once, the lone one never
+    ((fit, held),) = splits(labels, 1, seed=0)
+    assert sorted(np.r_[fit, held]) == list(range(12)) and 11 in fit and set(labels[held]) == {0, 1}
+    halves = splits(labels, 2, seed=0)  # cross-fitting: every row held out once, the lone one never
     assert sorted(np.concatenate([h for _, h in halves])) == list(range(11))
     assert all(11 in t and not set(t) & set(h) and set(labels[h]) == {0, 1} for t, h in halves)
     x = np.random.default_rng(0).normal(size=(12, 3))
@@ -113,38 +115,34 @@ def test_partial_fit_keeps_a_fixed_and_refuses_an_explicit_auto(noisy_digits):
 def _learner(noisy_digits, grid):
     x, noisy, *_ = noisy_digits
     context = method_context(loss="jal-ce", num_classes=10, input_shape=(64,), device=torch.device("cpu"), seed=0,
-                             loss_params={"a": "auto"}, base_config={"epochs": 4, "batch_size": 64, "lr": 0.05})  # fmt: skip
-    return HeldOut(context, grid), DeviceData(x.astype(np.float32), noisy, "cpu")
+                             base_config={"epochs": 4, "batch_size": 64, "lr": 0.05})  # fmt: skip
+    return Selections([context], [grid]), DeviceData(x.astype(np.float32), noisy, "cpu")
 
 
 def test_a_diverging_candidate_is_dropped_with_a_warning_and_all_diverging_is_an_error(noisy_digits):
     grid = [{"loss_params": {"a": 8.0}, "config": {}}, {"loss_params": {"a": 16.0}, "config": {"lr": 1e9, "clip": None}}]
     learner, data = _learner(noisy_digits, grid)
     with pytest.warns(UserWarning, match="diverged"):
-        while learner.epoch < learner.epochs:
-            learner.train_epoch(data)
-    assert learner.info()["chosen"] == grid[0] and learner.info()["held_out_accuracy"][1] is None
+        train(learner, data)
+    assert learner.info(0)["chosen"] == grid[0] and learner.info(0)["held_out_accuracy"][1] is None
     doomed, data = _learner(noisy_digits, [dict(grid[1], loss_params={"a": a}) for a in (4.0, 8.0)])
     with pytest.raises(Diverged, match="every candidate did.*smaller learning rate"):
-        doomed.train_epoch(data)
+        train(doomed, data, until=1, callbacks=(raise_divergence(),))
 
 
 @pytest.mark.parametrize("stop", [2, 6])  # inside the selection, inside the refit
 def test_a_selection_resumes_from_a_checkpoint_as_if_never_stopped(noisy_digits, tmp_path, stop):
-    grid = candidates({"a": "auto"}, {})[:3]
+    grid = Selection(("a",), folds()).candidates({}, {})[:3]
     whole, data = _learner(noisy_digits, grid)
-    while whole.epoch < whole.epochs:
-        whole.train_epoch(data)
+    train(whole, data)
     first, _ = _learner(noisy_digits, grid)
-    while first.epoch < stop:
-        first.train_epoch(data)
-    torch.save(first.state_dict(), tmp_path / "checkpoint.pt")
+    train(first, data, until=stop)
+    torch.save(first.run_states()[0], tmp_path / "checkpoint.pt")
     resumed, _ = _learner(noisy_digits, grid)
-    resumed.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True))
+    resumed.load_states([torch.load(tmp_path / "checkpoint.pt", weights_only=True)])
     assert resumed.epoch == stop
-    while resumed.epoch < resumed.epochs:
-        resumed.train_epoch(data)
-    assert resumed.info()["chosen"] == whole.info()["chosen"]
+    train(resumed, data)
+    assert resumed.info(0)["chosen"] == whole.info(0)["chosen"]
     torch.testing.assert_close(resumed.logits(data), whole.logits(data))
 
 

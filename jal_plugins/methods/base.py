@@ -11,6 +11,9 @@ each batch with its row indices in ``data`` (a method that keeps per-sample stat
 targets, indexes it with ``idx``), ``trainer.forward(xb)`` the training-mode logits,
 ``trainer.update(loss)`` one step on a scalar, and ``trainer.finish_epoch(...)`` the epoch's record.
 
+``Learner`` presents any learner as one run of the engine's ``Runs``, so the loop, the runner and
+the estimator train a method exactly as they train a stack.
+
 A factory may also have a ``check(config, **params)`` attribute (a static method of a class): it
 checks the parameter *values*, given every parameter with the factory's defaults filled in and the
 run's ``TrainConfig``, without data. ``job.validate`` calls it through ``check_values``, so a bad
@@ -25,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from jal_plugins.engine import Trainer, TrainConfig, seeded_init
+from jal_plugins.engine import Diverged, Trainer, TrainConfig, seeded_init
 
 
 @dataclass
@@ -102,4 +105,57 @@ class TwoNetworks:
         for net in self.nets:
             net.to(device)
         self.context = replace(self.context, device=torch.device(device))
+        return self
+
+
+class Learner:
+    """A method's learner as ``engine.Runs`` with R = 1 (``rank``/``world``: its torchrun share).
+
+    ``labels`` and ``rows`` of ``train_epoch`` relabel and subset the data for the learner; sample
+    weights are the data's own (``DeviceData.w``), so ``weights`` is not passed on. A learner that
+    raises ``Diverged`` is reported in ``diverged``, as a stack's run is.
+    """
+
+    runs = 1
+    sizes = [1]  # as ``autostack.Stacks``: one "stack" of one run
+
+    def __init__(self, learner, rank: int = 0, world: int = 1):
+        self.learner, self.rank, self.world = learner, rank, world
+        self.diverged: list[Diverged | None] = [None]
+
+    epoch = property(lambda self: self.learner.epoch)
+    epochs = property(lambda self: self.learner.epochs)
+    histories = property(lambda self: [self.learner.history])
+    module = property(lambda self: self.learner.model)
+
+    def train_epoch(self, data, labels=None, weights=None, rows=None) -> list[dict | None]:
+        if labels is not None:
+            data = data.relabelled(labels[0])
+        if rows is not None:
+            data = data.subset(rows[0])
+        try:
+            return [self.learner.train_epoch(data, self.rank, self.world)]
+        except Diverged as exc:
+            self.diverged[0] = exc
+            return [None]
+
+    def logits(self, data) -> torch.Tensor:
+        return self.learner.logits(data).unsqueeze(0)
+
+    def accuracies(self, data) -> list[float]:
+        return [self.learner.accuracy(data)]
+
+    def info(self, run: int) -> dict:
+        info = getattr(self.learner, "info", None)  # optional in the learner interface (module docstring)
+        return info() if info is not None else {}
+
+    def run_states(self) -> list[dict]:
+        return [self.learner.state_dict()]
+
+    def load_states(self, states: list[dict | None], sizes=None) -> None:
+        if states[0] is not None:
+            self.learner.load_state_dict(states[0])
+
+    def to(self, device) -> "Learner":
+        self.learner.to(device)
         return self

@@ -7,7 +7,7 @@ import torch
 
 from jal_plugins.checks import integer, probability
 from jal_plugins.methods.base import TwoNetworks, one_device
-from jal_plugins.methods.crossfit import check_folds, estimate_noise_rate
+from jal_plugins.folds import check_folds, estimate_noise_rate
 
 class CoTeaching(TwoNetworks):
     """Two networks; each updates on the small-loss part of every batch as ranked by the *other*.

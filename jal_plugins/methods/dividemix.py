@@ -10,10 +10,10 @@ import torch
 from torch.nn import functional as F
 
 from jal_plugins import checks
-from jal_plugins.engine import augment, draw_augmentation
+from jal_plugins.sampler import augment, draw_augmentation
 from jal_plugins.losses.base import expected_loss
 from jal_plugins.methods.base import TwoNetworks, one_device
-from jal_plugins.methods.crossfit import as_array, as_tensor
+from jal_plugins.folds import as_array, as_tensor
 
 RAMP_EPOCHS = 16  # λ_u grows linearly over this many epochs after warm-up, as in the reference code
 STREAM = 300_007  # tags DivideMix's own draws (views, permutations, Beta weights, GMM starts)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from jal_plugins.checks import positive_int
+from jal_plugins.engine import Diverged
+from jal_plugins.folds import as_array, as_tensor, check_folds, fold_networks
 from jal_plugins.methods.base import one_device
-from jal_plugins.methods.crossfit import CrossFit, as_array, as_tensor, check_folds
 
 
 class CleanlabPrune:
@@ -16,14 +17,16 @@ class CleanlabPrune:
     bounded losses give under-confident ones); ``cv_epochs`` their epochs (default: the recipe's);
     ``filter_by`` is cleanlab's ``find_label_issues`` method. The final network trains on the kept
     rows with the run's loss, so ``cleanlab-prune`` + ``jal-ce`` combines cleaning and a robust loss.
-    Cost: ``folds`` fits on (folds − 1)/folds of the data, then one fit on the kept rows.
+    Cost: ``folds`` fits on (folds − 1)/folds of the data (trained together, as stacks where that
+    measures faster: ``folds.OutOfFold``), then one fit on the kept rows.
     """
 
     def __init__(self, context, folds: int = 4, cv_epochs: int | None = None, cv_loss: str = "ce",
                  filter_by: str = "prune_by_noise_rate"):  # fmt: skip
         self.check(None, folds, cv_epochs, cv_loss, filter_by)
         self.filter_by = filter_by
-        self.cv = CrossFit(context, folds, cv_loss, cv_epochs)
+        context.loss_module(cv_loss)  # an unknown loss fails now, not after the folds
+        self.cv = fold_networks(context, folds, cv_loss, cv_epochs)
         self.final = context.trainer()
         self.keep: np.ndarray | None = None
         self._kept = None  # the kept rows on the device, copied once
@@ -51,9 +54,15 @@ class CleanlabPrune:
     def train_epoch(self, data, rank: int = 0, world: int = 1) -> dict:
         one_device("cleanlab-prune", world)
         if self.keep is None:
-            stats = self.cv.step(data)
-            if self.cv.done:
-                self._prune(data.y.cpu().numpy())
+            folds = self.cv.train_epoch(data)
+            failed = next((f for f, error in enumerate(self.cv.diverged) if error), None)
+            if failed is not None:
+                error = self.cv.diverged[failed]
+                raise Diverged(error.epoch, f"fold {failed + 1} of {self.cv.runs}: {error.reason}")
+            stats = {**folds[0], **{k: float(np.mean([s[k] for s in folds])) for k in ("train_loss", "train_accuracy")},
+                     "folds": self.cv.runs}  # fmt: skip
+            if self.cv.epoch == self.cv.epochs:
+                self._prune(data)
         else:
             if self._kept is None:
                 self._kept = data.subset(np.flatnonzero(self.keep))
@@ -61,21 +70,19 @@ class CleanlabPrune:
         self.history.append(stats)
         return stats
 
-    def _prune(self, labels: np.ndarray) -> None:
+    def _prune(self, data) -> None:
         from cleanlab.filter import find_label_issues
 
         # n_jobs=1: cleanlab's worker pool relies on fork-inherited globals and breaks in spawned workers
-        self.keep = ~find_label_issues(labels, self.cv.probs, filter_by=self.filter_by, n_jobs=1)
-
-    def _active(self):
-        """The fold network while cross-fitting (so per-epoch curves mean something), then the final one."""
-        return self.cv.trainer if self.keep is None and self.cv.trainer is not None else self.final
+        probs = self.cv.probabilities(data)
+        self.keep = ~find_label_issues(data.y.cpu().numpy(), probs, filter_by=self.filter_by, n_jobs=1)
 
     def logits(self, data):
-        return self._active().logits(data)
+        """The first fold's network while cross-fitting (so per-epoch curves mean something), then the final one."""
+        return self.cv.logits(data)[0] if self.keep is None else self.final.logits(data)
 
     def accuracy(self, data) -> float:
-        return self._active().accuracy(data)
+        return self.cv.accuracies(data)[0] if self.keep is None else self.final.accuracy(data)
 
     def to(self, device):
         self.final.to(device)
@@ -88,10 +95,10 @@ class CleanlabPrune:
         return {"kept": kept, "removed": None if kept is None else int(self.keep.size - kept)}
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "final": self.final.state_dict(), "cv": self.cv.state_dict(),
+        return {"epoch": self.epoch, "final": self.final.state_dict(), "cv": self.cv.run_states(),
                 "keep": as_tensor(self.keep), "history": self.history}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.final.load_state_dict(state["final"])
-        self.cv.load_state_dict(state["cv"])
+        self.cv.load_states(state["cv"])
         self.keep, self._kept, self.history = as_array(state["keep"]), None, list(state["history"])

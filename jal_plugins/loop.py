@@ -1,0 +1,56 @@
+"""The one epoch loop: any ``engine.Runs`` trained to its end, with what happens after each epoch handed in.
+
+The runner, the audit and the estimator all train through ``train``; what differs between them
+(checkpoints, progress, TensorBoard, what a divergence means) are the callbacks they pass. A
+callback is any ``callback(runs, stats)``, called after every epoch with each run's statistics
+(None for a run that has diverged). The library reports through callbacks, ``logging`` and
+``warnings``; only the command line prints.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from jal_plugins.engine import Diverged, Runs, deterministic
+
+Callback = Callable[[Runs, list], None]
+
+
+def train(runs: Runs, data, labels=None, weights=None, rows=None, *, until: int | None = None, test=None,
+          callbacks: tuple[Callback, ...] = (), reproducible: bool = False) -> Runs:  # fmt: skip
+    """Train ``runs`` on ``data`` until epoch ``until`` (default: ``runs.epochs``) or until every run
+    has diverged; return ``runs``.
+
+    ``labels``/``weights``/``rows`` are ``Runs.train_epoch``'s. After each epoch every live run's
+    statistics get ``seconds`` (its share of the epoch's time) and, with ``test`` data,
+    ``test_accuracy``; then each callback is called in order. ``reproducible`` runs the loop under
+    ``engine.deterministic``.
+    """
+    until = runs.epochs if until is None else until
+    with deterministic(reproducible):
+        while runs.epoch < until and not all(d is not None for d in runs.diverged):
+            start = time.perf_counter()
+            stats = runs.train_epoch(data, labels, weights, rows)
+            accuracies = runs.accuracies(test) if test is not None else [None] * runs.runs
+            seconds = (time.perf_counter() - start) / runs.runs
+            for run_stats, accuracy in zip(stats, accuracies):
+                if run_stats is not None:
+                    run_stats["seconds"] = seconds
+                    if test is not None:
+                        run_stats["test_accuracy"] = accuracy
+            for callback in callbacks:
+                callback(runs, stats)
+    return runs
+
+
+def raise_divergence(name: Callable[[int], str] | None = None) -> Callback:
+    """A callback that raises the first run's ``Diverged`` as soon as any run diverges, its reason
+    prefixed with ``name(run)`` (an audit's fold, say) when given."""
+
+    def check(runs: Runs, stats: list) -> None:
+        for run, error in enumerate(runs.diverged):
+            if error is not None:
+                raise error if name is None else Diverged(error.epoch, f"{name(run)}: {error.reason}")
+
+    return check
