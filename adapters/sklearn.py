@@ -36,7 +36,7 @@ def _show(log: logging.Logger) -> None:
 
 
 # what a selection of ``a`` and a calibration leave behind (cleared by a new fit)
-CHOSEN = ("a_", "beta_", "weight_decay_", "candidates_", "selection_scores_", "noise_rate_", "temperature_")
+CHOSEN = ("best_params_", "a_", "beta_", "weight_decay_", "candidates_", "selection_scores_", "noise_rate_", "temperature_")
 
 
 class JALClassifier(ClassifierMixin, BaseEstimator):
@@ -51,15 +51,16 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
     ``method`` is a registered training method (``erm``, ``co-teaching``, ``cleanlab-prune``, ...)
     with ``method_params``; it decides how the noisy labels are used, the loss how they are scored.
 
-    For losses with an AMSE term (``jal-ce``, ``jal-fl``, ``amse``), ``a`` is chosen for the data
-    unless ``loss_params`` gives it: candidates of ``a`` (with β and the weight decay) train as one
-    stack on each stratified half of the labels and the best at predicting the other half wins, then
-    trains on all the data (``jal_plugins.selection``; ``a_``, ``beta_``, ``weight_decay_``,
-    ``candidates_``, ``selection_scores_``). ``calibrate=True`` fits one temperature for
+    ``tune=True`` (with ``erm``): every loss chooses its parameters and regularisation for the data
+    from its search space (``registry.toml`` ``[search.spaces]``, the same number of candidates for
+    every loss), unless ``loss_params`` gives one of them: the candidates train as one stack on each
+    stratified half of the labels and the best at predicting the other half wins, then trains on all
+    the data (``jal_plugins.selection``; ``best_params_``, ``candidates_``, ``selection_scores_``,
+    ``weight_decay_``; for JAL also ``a_``, ``beta_``). ``calibrate=True`` fits one temperature for
     ``predict_proba`` on those held-out predictions, through the noise level estimated there
     (``temperature_``, ``noise_rate_``), so the probabilities are calibrated for the clean labels;
-    with a fixed ``a`` it costs a second fit.
-    ``partial_fit`` trains with a fixed ``a`` (the loss's default unless given) and no calibration.
+    without a search it costs a second fit.
+    ``partial_fit`` trains with fixed parameters (the loss's defaults unless given) and no calibration.
     30 epochs by default: on noisy digits, JAL-CE's chosen settings score as well as with 60, in half
     the time.
     """
@@ -85,6 +86,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         verbose=0,
         classes=None,
         calibrate=True,
+        tune=True,
     ):
         self.loss = loss
         self.loss_params = loss_params
@@ -105,6 +107,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.classes = classes
         self.calibrate = calibrate
+        self.tune = tune
 
     # ----------------------------------------------------------------------------------------
     def _validate(self, X, y=None, reset=True):
@@ -147,12 +150,14 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         from jal_plugins.selection import Selections, folds, parse
 
         calibrate = boolean("calibrate", self.calibrate) and selects
+        tune = boolean("tune", self.tune) and selects
         self.device_ = device(self.device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         loss_params, selection = parse(self.loss, dict(self.loss_params or {}), self.method, self.preset,
-                                       default=selects, num_classes=len(self.classes_))  # fmt: skip
+                                       default=tune, num_classes=len(self.classes_))  # fmt: skip
         if selection is not None and not selects:
-            raise ValueError("partial_fit trains one epoch at a time and cannot choose a: give loss_params={'a': 30}")
+            raise ValueError("partial_fit trains one epoch at a time and cannot search: give the loss's parameters "
+                             "(loss_params={'a': 30})")
         base = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
         explicit = {k: v for k, v in (("weight_decay", self.weight_decay), ("l1", self.l1)) if v is not None}
         context = method_context(
@@ -175,13 +180,15 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         info = self.trainer_.info(0)
         self.module_ = self.trainer_.module
         self.temperature_ = float(info.get("temperature", getattr(self, "temperature_", 1.0)))
-        if info.get("chosen") is not None and "a" in info["chosen"]["loss_params"]:
+        if info.get("chosen") is not None and len(info["candidates"]) > 1:
             params = {**(self.loss_params or {}), **info["chosen"]["loss_params"]}
-            self.a_ = params.get("a")
-            self.beta_ = params.get("beta")
+            self.best_params_ = {**params, **info["chosen"]["config"]}
+            if "a" in params:
+                self.a_ = params["a"]
+                self.beta_ = params.get("beta")
             self.weight_decay_ = info["chosen"]["config"].get("weight_decay", self.weight_decay)
             self.candidates_ = info["candidates"]
-            self.selection_scores_ = info["held_out_accuracy"]
+            self.selection_scores_ = info["scores"]
             self.noise_rate_ = info.get("noise_rate")
 
     def _data(self, X, y=None, sample_weight=None):

@@ -84,7 +84,7 @@ def main():
                                  weight_decay=auto.weight_decay_).fit(x[train], noisy)  # fmt: skip
             row["ece_uncalibrated"] = ece(twin.predict_proba(x[test]), y[test])
             for loss in ("nce+rce", "gce"):
-                row[loss] = jal(random_state=seed, loss=loss, calibrate=False).fit(x[train], noisy).score(x[test], y[test])
+                row[loss] = jal(random_state=seed, loss=loss, tune=False, calibrate=False).fit(x[train], noisy).score(x[test], y[test])
             row["mlp"] = MLPClassifier(random_state=seed, max_iter=500).fit(x[train], noisy).score(x[test], y[test])
             if skorch_ce is not None:
                 row["skorch ce"] = skorch_ce(seed).fit(x[train].astype(np.float32), noisy).score(x[test].astype(np.float32), y[test])

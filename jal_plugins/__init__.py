@@ -47,7 +47,7 @@ def create_loss(name: str, num_classes: int, *, preset: str | None = None, reduc
     ``preset`` (e.g. ``"cifar100"``) fills in the paper's hyperparameters from ``registry.toml``;
     explicit ``params`` override it. ``reduction`` is "mean", "sum" or "none" (per-sample).
     """
-    from jal_plugins import checks
+    from jal_plugins import checks, domains
     from jal_plugins.losses.base import REDUCTIONS
     from jal_plugins.plugins import check_params
     from jal_plugins.registry import preset_params
@@ -57,6 +57,7 @@ def create_loss(name: str, num_classes: int, *, preset: str | None = None, reduc
     checks.choice("reduction", reduction, REDUCTIONS)
     merged = {**preset_params(preset, entry.name), **params}
     check_params(entry, merged, skip=1)
+    domains.check(entry.name, entry.factory, merged)
     return entry.factory(num_classes, reduction=reduction, **merged)
 
 

@@ -38,8 +38,11 @@ def load_suite(name: str) -> tuple[str, dict]:
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"suite file {name!r} does not exist")
-        with path.open("rb") as fh:
-            suites = tomllib.load(fh).get("suites", {})
+        try:
+            with path.open("rb") as fh:
+                suites = tomllib.load(fh).get("suites", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"suite file {name!r} is not valid TOML: {exc}") from None
         if len(suites) != 1:
             raise ValueError(f"suite file {name!r} must declare exactly one [suites.NAME] table, found {sorted(suites)}")
         return next(iter(suites.items()))
@@ -65,8 +68,11 @@ def _pairs(grid: dict) -> list[tuple[str, str]]:
 
 
 def suite_jobs(name: str, seeds: int | None = None, device: str = "auto", data: str = "data",
-               dataset_params: dict | None = None) -> tuple[list[Job], dict[str, str], dict[tuple, float]]:  # fmt: skip
-    """The suite's jobs, its noise labels (spec -> label) and the paper's numbers keyed like ``KEYS``."""
+               dataset_params: dict | None = None,
+               tune: bool = False) -> tuple[list[Job], dict[str, str], dict[tuple, float]]:  # fmt: skip
+    """The suite's jobs, its noise labels (spec -> label) and the paper's numbers keyed like ``KEYS``.
+
+    ``tune`` (or ``tune = true`` in a grid block) searches every loss's parameters (``auto``)."""
     name, spec = load_suite(name)
     if not spec.get("grid"):
         raise ValueError(f"suite {name!r} has no [[grid]] blocks")
@@ -80,6 +86,8 @@ def suite_jobs(name: str, seeds: int | None = None, device: str = "auto", data: 
             labels[noise_spec] = noise["label"]
             for method, loss_spec in _pairs(grid):
                 loss, spec_params = parse_spec(loss_spec, first=None)
+                if (tune or grid.get("tune", False)) and "auto" not in spec_params.values():
+                    spec_params["auto"] = True
                 jobs += [
                     Job(grid["dataset"], noise_spec, loss, seed, preset=grid.get("preset"),
                         model=grid.get("model"), method=method, config=dict(grid.get("config", {})),

@@ -191,6 +191,8 @@ def cmd_run(args) -> int:
     config = _config(args)
     params = {field: parse_kvs(getattr(args, option)) for option, field in PARAM_OPTIONS.items()}
     losses = [parse_spec(spec, first=None) for spec in args.loss]  # jal-ce,a=auto: parameters of that loss
+    if args.tune:  # every loss searches its space, keeping what the user fixed
+        losses = [(loss, params if "auto" in params.values() else {**params, "auto": True}) for loss, params in losses]
     jobs = [
         Job(dataset=args.dataset, noise=noise, loss=loss, seed=seed, preset=args.preset, model=args.model,
             method=method, config=config, device=args.device,
@@ -214,7 +216,8 @@ def _suite(args, name: str, out: Path, data: str | None = None, dataset_params: 
     """Train suite ``name`` into ``out``: its records, its report (``bench.report``) and the paper's figures."""
     from jal_plugins import bench
 
-    jobs, labels, paper = bench.suite_jobs(name, args.seeds, args.device, data or "data", dataset_params or {})
+    jobs, labels, paper = bench.suite_jobs(name, args.seeds, args.device, data or "data", dataset_params or {},
+                                           tune=args.tune)  # fmt: skip
     start = time.perf_counter()
     records = _run_jobs(args, jobs, out)
     return records, bench.report(name, records, labels, paper, time.perf_counter() - start), paper
@@ -346,7 +349,7 @@ def _training_options(p, out_help: str, out_default=None, workers_default=None) 
                    help="train up to N compatible runs (same data, network, epochs, batch size) in one "
                         "forward/backward pass; auto (default) times the network and picks the fastest size, "
                         "1 trains every run alone. With --workers, the runs are split so that every process "
-                        "trains stacks of its own (N is then an upper bound). Runs of a=auto stack their "
+                        "trains stacks of its own (N is then an upper bound). Tuned runs (auto) stack their "
                         "candidates, and train as one unit per process")  # fmt: skip
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local (default): this machine's processes; ray: one Ray task per stack or run, on the "
@@ -357,6 +360,9 @@ def _training_options(p, out_help: str, out_default=None, workers_default=None) 
     p.add_argument("--tensorboard", action="store_true",
                    help="write each run's loss, accuracies and learning rate per epoch to OUT/tensorboard "
                         "(pip install 'jal-plugins[tensorboard]')")
+    p.add_argument("--tune", action="store_true",
+                   help="every loss chooses its parameters (and regularisation) on held-out noisy labels, from its "
+                        "search space in registry.toml, with the same number of candidates (as LOSS,auto)")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
 
 
@@ -398,7 +404,8 @@ def build_parser() -> Parser:
     p.add_argument("--dataset", default="digits", help="registered dataset (default: digits)")
     p.add_argument("--noise", nargs="+", default=["none"], help="SPEC: none, symmetric:0.4, asymmetric:0.4, ...")
     p.add_argument("--loss", nargs="+", default=["jal-ce"],
-                   help="NAME[,KEY=VALUE...], e.g. ce jal-ce,a=auto jal-ce,a=10 (a=auto chooses JAL's a for the data)")
+                   help="NAME[,KEY=VALUE...], e.g. ce gce,q=auto nce+rce,auto jal-ce,a=10 (KEY=auto chooses that "
+                        "parameter on held-out noisy labels, a bare auto every parameter)")
     p.add_argument("--method", nargs="+", default=["erm"], help="training method: erm, co-teaching, cleanlab-prune, ...")
     p.add_argument("--method-param", action="append", metavar="KEY=VALUE", help="e.g. forget_rate=0.4, folds=4")
     p.add_argument("--seed", type=non_negative_int, nargs="+", default=[0])

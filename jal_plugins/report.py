@@ -19,19 +19,28 @@ def atomic_write(path: Path, write) -> None:
 
 
 def loss_labels(records: list[dict]) -> list[dict]:
-    """``records`` with ``loss`` naming the parameters that tell runs of one loss apart: ``jal-ce,a=30``
-    beside ``jal-ce,a=auto``, but plain ``jal-ce`` where all its runs share their parameters."""
+    """``records`` with ``loss`` naming what tells runs of one loss apart: ``jal-ce (tuned, 8 candidates)``
+    for a run that searched its parameters, ``jal-ce,a=10`` beside ``jal-ce,a=30`` for fixed ones,
+    and plain ``jal-ce`` where all its fixed runs share their parameters."""
     from jal_plugins.specs import format_spec
 
     variants: dict[str, list[dict]] = {}
     for r in records:
-        variants.setdefault(r["loss"], []).append(r.get("loss_params") or {})
+        if not r.get("search"):
+            variants.setdefault(r["loss"], []).append(r.get("loss_params") or {})
     differ = {
         loss: sorted({k for p in params for k in p if len({json.dumps(q.get(k)) for q in params}) > 1})
         for loss, params in variants.items()
     }
-    return [{**r, "loss": format_spec(r["loss"], {k: r["loss_params"].get(k) for k in differ[r["loss"]]}, first="")}
-            if differ[r["loss"]] else r for r in records]  # fmt: skip
+
+    def label(r: dict) -> str:
+        if r.get("search"):
+            return f"{r['loss']} (tuned, {r['search']['candidates']} candidates)"
+        if differ[r["loss"]]:
+            return format_spec(r["loss"], {k: r["loss_params"].get(k) for k in differ[r["loss"]]}, first="")
+        return r["loss"]
+
+    return [{**r, "loss": label(r)} for r in records]
 
 
 def accuracies(records: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[float]]:

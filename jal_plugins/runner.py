@@ -90,6 +90,9 @@ def record(prepared, history: list[dict], info: dict, diverged=None, world: int 
         "seconds": sum(h.get("seconds", 0.0) for h in history),
         "device": str(prepared.device), "world_size": world, "stack_size": stack_size,
     }  # fmt: skip
+    if job.selection is not None:  # how it was tuned: the budget every tuned loss gets, in its table header
+        out["search"] = {"candidates": len(info.get("candidates") or []), "folds": job.selection.folds,
+                         "searched": list(job.selection.searched)}  # fmt: skip
     if diverged:
         out.update(diverged_epoch=diverged.epoch, error=str(diverged))
     return out
@@ -133,7 +136,7 @@ def unit_runs(prepared: list, rank: int = 0, world: int = 1):
     contexts = [p.context for p in prepared]
     if first.job.selection is not None:
         if world > 1:
-            raise ValueError("a=auto trains its candidates on one device; run without torchrun")
+            raise ValueError("a search (auto) trains its candidates on one device; run without torchrun")
         grids = [p.job.selection.candidates(c.loss_params, c.config_changes) for p, c in zip(prepared, contexts)]
         return Selections(contexts, grids, k=first.job.selection.folds)
     if len(prepared) == 1:

@@ -29,6 +29,7 @@ With ``folds = 1`` one stratified 80 % trains and the other 20 % scores and cali
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass
@@ -38,46 +39,72 @@ import torch
 
 from jal_plugins.registry import load
 
-SEARCH = "auto"  # the value that marks a loss parameter to be searched
+SEARCH = "auto"  # the value that marks a loss parameter to be searched; ``auto=true``: all of them
+REGULARISATION = ("weight_decay", "l1")
 
 
-def selection_settings() -> dict:
-    """The catalogue's ``[selection]`` table: what a run's identity must include when it searches."""
-    return load().get("selection", {})
+def search_settings() -> dict:
+    """The catalogue's ``[search]`` table: folds, budget, variants and every built-in loss's space."""
+    return load().get("search", {})
 
 
 def folds() -> int:
-    """How many ways the labels are split to score candidates (``registry.toml`` ``[selection]``)."""
-    return int(selection_settings().get("folds", 1))
+    """How many ways the labels are split to score candidates (``registry.toml`` ``[search]``)."""
+    return int(search_settings().get("folds", 1))
 
 
-def has_amse(loss: str, num_classes: int, preset: str | None = None) -> bool:
-    """Whether ``loss`` has an AMSE term, whose ``a`` a selection can choose."""
-    from jal_plugins import create_loss
-    from jal_plugins.losses.asymmetric import AsymmetricMSE
+def space(loss: str) -> dict | None:
+    """Loss ``loss``'s search space: the catalogue's, else its factory's ``space`` attribute (a plugin's);
+    None when it declares none (it is then tuned over the regularisation only)."""
+    from jal_plugins.plugins import host
 
-    return any(isinstance(m, AsymmetricMSE) for m in create_loss(loss, num_classes, preset=preset).modules())
+    declared = search_settings().get("spaces", {}).get(loss)
+    if declared is None:
+        declared = getattr(host()["losses"].get(loss).factory, "space", None)
+    if declared is None:
+        return None
+    declared = dict(declared)
+    if declared.get("variants") == "regularisation":  # a loss without parameters: its regularisation only
+        declared["variants"] = search_settings().get("regularisation", [{}])
+    return declared
+
+
+def _space_parameters(table: dict) -> set[str]:
+    points = [k for p in table.get("points", []) for k in p]
+    variants = [k for v in table.get("variants", []) for k in v if k not in REGULARISATION]
+    return {k for k in table if k not in ("points", "variants")} | set(points) | set(variants)
 
 
 @dataclass(frozen=True)
 class Selection:
-    """What a run searches before it trains: the loss parameters ``searched`` over the catalogue's grid
-    (``[selection.amse]``), each candidate scored on ``folds`` folds of the given, noisy labels."""
+    """What a run searches before it trains, as ``GridSearchCV`` wraps an estimator: ``loss``'s space
+    (``space``; ``searched`` names its parameters, empty when only the regularisation is), each
+    candidate scored on ``folds`` folds of the given, noisy labels. ``table`` is the space searched."""
 
+    loss: str
     searched: tuple[str, ...]
     folds: int
+    table: tuple  # the space as sorted (key, value) pairs, part of the run's identity
+
+    def space(self) -> dict:
+        return dict(self.table)
 
     def candidates(self, loss_params: dict, config: dict) -> list[dict]:
         """The grid: ``[{"loss_params": ..., "config": ...}]``; the run's fixed settings are kept."""
-        grid = selection_settings().get("amse", {})
+        table = self.space()
+        grid = {k: v for k, v in table.items() if k not in ("points", "variants")}
+        points = table.get("points", [{}])
+        variants = table.get("variants", search_settings().get("variants", [{}]))
         out = []
-        for a in grid.get("a", [2, 4, 8, 16, 32, 64]):
-            for variant in grid.get("variants", [{}]):
-                params = {**{k: v for k, v in variant.items() if k in ("alpha", "beta")}, **loss_params, "a": float(a)}
-                changes = {k: v for k, v in variant.items() if k in ("weight_decay", "l1") and k not in config}
-                candidate = {"loss_params": params, "config": changes}
-                if candidate not in out:
-                    out.append(candidate)
+        for values in itertools.product(*grid.values()):
+            for point in points:
+                for variant in variants:
+                    own = {k: v for k, v in variant.items() if k not in REGULARISATION}
+                    params = {**point, **dict(zip(grid, values)), **own, **loss_params}
+                    changes = {k: v for k, v in variant.items() if k in REGULARISATION and k not in config}
+                    candidate = {"loss_params": {k: _number(v) for k, v in params.items()}, "config": changes}
+                    if candidate not in out:
+                        out.append(candidate)
         return out
 
     def marked(self, loss_params: dict) -> dict:
@@ -85,8 +112,8 @@ class Selection:
         return {**loss_params, **{name: SEARCH for name in self.searched}}
 
     def settings(self) -> dict:
-        """What a run's identity must include: another grid or fold count is another run (and checkpoint)."""
-        return selection_settings()
+        """What a run's identity must include: another space or fold count is another run (and checkpoint)."""
+        return {"folds": self.folds, "space": self.space(), "criterion": search_settings().get("criterion", "noisy-accuracy")}
 
     def networks(self, loss_params: dict) -> int:
         """How many networks the search trains at once: one per candidate and fold."""
@@ -101,24 +128,60 @@ class Selection:
         return 1 + self.networks(loss_params) * share
 
 
+def _number(value):
+    """Grid values as floats (``a=8.0``, as a user's ``a=8`` is taken), anything else as it is."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def parse(loss: str, loss_params: dict, method: str = "erm", preset: str | None = None, *, default: bool = False,
           num_classes: int = 2) -> tuple[dict, Selection | None]:  # fmt: skip
     """``(fixed loss parameters, Selection or None)`` of parameters where some may be ``auto``.
 
-    ``default``: search ``a`` when the loss has an AMSE term, the method is ``erm`` and ``a`` is not
-    given (the estimator's default). Only ``a``, with ``erm``, can be searched; anything else marked
-    ``auto`` is refused with the reason.
+    ``auto=true`` (``nce+rce,auto``, ``--tune``) searches the loss's whole space; ``default`` does
+    too unless a parameter of the space is given (the estimator's default). A parameter marked
+    ``auto`` must be one the loss declares a domain for and its space varies; only ``erm`` searches.
     """
-    searched = tuple(k for k, v in loss_params.items() if v == SEARCH)
-    amse = has_amse(loss, num_classes, preset)
-    if not searched and default and "a" not in loss_params and method == "erm" and amse:
-        searched = ("a",)
-    if not searched:
-        return dict(loss_params), None
-    if searched != ("a",) or method != "erm" or not amse:
-        which = ", ".join(f"{k}=auto" for k in searched)
-        raise ValueError(f"{which}: a=auto chooses the a of an AMSE term with method erm; not for {method} {loss}")
-    return {k: v for k, v in loss_params.items() if k not in searched}, Selection(searched, folds())
+    from jal_plugins.domains import domains_of
+    from jal_plugins.plugins import host
+
+    entry = host()["losses"].get(loss)
+    loss = entry.name
+    params = dict(loss_params)
+    everything = params.pop(SEARCH, False)
+    if everything not in (True, False):
+        raise ValueError(f"{loss}: auto={everything!r}; write auto (or auto=true) to search every parameter")
+    marked = tuple(k for k, v in params.items() if v == SEARCH)
+    fixed = {k: v for k, v in params.items() if k not in marked}
+    table = space(loss)
+    names = _space_parameters(table) if table is not None else set()
+    if not (marked or everything or (default and method == "erm" and not names & set(fixed))):
+        return fixed, None
+    declared = domains_of(entry.factory)
+    for name in marked:
+        if name not in declared:
+            raise ValueError(f"{name}=auto: {entry.name} declares no domain for {name!r}"
+                             + (f" (its parameters: {', '.join(sorted(declared))})" if declared else " (it has no parameters to search)"))  # fmt: skip
+        if name not in names:
+            raise ValueError(f"{name}=auto: the search space of {entry.name} does not vary {name!r} ({_describe(table)})")
+    if method != "erm":
+        raise ValueError(f"{loss} with {', '.join(marked) or 'auto'}: a search trains its candidates with method erm; "
+                         f"give {entry.name}'s parameters for method {method!r}")  # fmt: skip
+    if table is None:
+        warnings.warn(f"loss {entry.name!r} declares no search space: tuned over the regularisation only", stacklevel=2)
+        table = {"variants": search_settings().get("regularisation", [{}])}
+    if not _candidates_of(table):
+        raise ValueError(f"the search space of {entry.name} is empty: {_describe(table)}")
+    searched = tuple(sorted(names - set(fixed))) if (everything or not marked) else marked
+    return fixed, Selection(entry.name, searched, folds(), tuple(sorted(table.items())))
+
+
+def _candidates_of(table: dict) -> bool:
+    grid = [v for k, v in table.items() if k not in ("points", "variants")]
+    return all(grid) and table.get("points", [{}]) != [] and table.get("variants", [{}]) != []
+
+
+def _describe(table: dict | None) -> str:
+    return "none declared" if table is None else ", ".join(f"{k}={v}" for k, v in table.items())
 
 
 TAU = (0.5, 4.0)  # a few hundred held-out labels do not justify a temperature outside this range
@@ -158,6 +221,29 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> tuple[float, fl
     return float(math.exp(best.x)), 1 - keep
 
 
+def noisy_accuracy(logits: torch.Tensor, given: torch.Tensor) -> float:
+    """How often the predictions agree with the held-out noisy labels."""
+    return (logits.argmax(1) == given).float().mean().item()
+
+
+def corrected_accuracy(logits: torch.Tensor, given: torch.Tensor) -> float:
+    """The accuracy on the clean labels that the held-out noisy ones imply: for each row, the
+    probability that its predicted class is its true one given its noisy label, from cleanlab's
+    estimate of P(true | given) on these predictions (its inverse noise matrix)."""
+    from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
+
+    probs = torch.softmax(logits.double(), 1).cpu().numpy()
+    labels = given.cpu().numpy()
+    if len(np.unique(labels)) < probs.shape[1]:  # cleanlab needs every class among the labels
+        return noisy_accuracy(logits, given)
+    _, _, inverse, _ = estimate_py_and_noise_matrices_from_probabilities(labels, probs)
+    return float(inverse[probs.argmax(1), labels].mean())
+
+
+# how candidates are ranked on their held-out predictions (``[search] criterion``); every one is recorded
+CRITERIA = {"noisy-accuracy": noisy_accuracy, "corrected-accuracy": corrected_accuracy}
+
+
 class Selections:
     """The selections of J runs (each its own labels, seed and grid), trained together as ``engine.Runs``.
 
@@ -171,15 +257,19 @@ class Selections:
     """
 
     def __init__(self, contexts: list, grids: list[list[dict]], method: str = "erm",
-                 method_params: dict | None = None, calibrate: bool = True, k: int | None = None):  # fmt: skip
+                 method_params: dict | None = None, calibrate: bool = True, k: int | None = None,
+                 criterion: str | None = None):  # fmt: skip
         from jal_plugins.folds import OutOfFold
 
         if method != "erm" and (len(contexts) > 1 or len(grids[0]) > 1):
-            raise ValueError(f"a='auto' chooses a with method erm; method {method!r} needs a number (e.g. a=30)")
+            raise ValueError(f"a search (auto) trains its candidates with method erm; method {method!r} needs fixed parameters (e.g. a=30)")
         self.contexts, self.grids = list(contexts), [list(g) for g in grids]
         self.method, self.method_params, self.calibrate = method, dict(method_params or {}), calibrate
         self.runs = len(self.contexts)
         self.k = (folds() if k is None else k) if method == "erm" else 1
+        self.criterion = criterion or search_settings().get("criterion", "noisy-accuracy")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"unknown selection criterion {self.criterion!r}; known: {', '.join(CRITERIA)}")
         # what the cross-fitting trains: (run, candidate, fold); and run -> candidate -> its slots
         self.slots = [(j, c, f) for j, grid in enumerate(self.grids) for c in range(len(grid)) for f in range(self.k)]
         self.members = [[[i for i, s in enumerate(self.slots) if s[:2] == (j, c)] for c in range(len(grid))]
@@ -188,7 +278,7 @@ class Selections:
         self.trainer = OutOfFold(
             self._train([(j, self.grids[j][c]) for j, c, _ in self.slots]), self.k,
             [self.contexts[j].seed for j, _, _ in self.slots], [f for _, _, f in self.slots],
-            who="a='auto' and calibrate=True",
+            who="a search (auto) and calibrate=True",
             remedy="Give a number instead (loss_params={'a': 30}, calibrate=False) or more data",
         )  # fmt: skip
         self.select_epochs = self.trainer.epochs
@@ -280,22 +370,26 @@ class Selections:
         for j in range(self.runs):
             if self.diverged[j]:
                 continue
-            scores, held_logits, given = [], [], None
+            scores: dict[str, list] = {name: [] for name in CRITERIA}
+            held_logits, given = [], None
             for candidate, slots in zip(self.grids[j], self.members[j]):
                 error = next((self.trainer.diverged[i] for i in slots if self.trainer.diverged[i]), None)
                 if error:
-                    warnings.warn(f"a='auto' candidate {candidate['loss_params']} diverged ({error}); dropped",
+                    warnings.warn(f"search candidate {candidate['loss_params']} diverged ({error}); dropped",
                                   stacklevel=4)  # fmt: skip
-                    scores.append(None)
                     held_logits.append(None)
+                    for values in scores.values():
+                        values.append(None)
                     continue
                 rows = np.concatenate([held[i][0] for i in slots])
                 z = torch.cat([held[i][1] for i in slots])
                 given = labels[j, torch.as_tensor(rows, device=labels.device)]
                 held_logits.append(z)
-                scores.append((z.argmax(1) == given).float().mean().item())
+                for name, score in CRITERIA.items():
+                    scores[name].append(score(z, given))
             self.scores[j] = scores
-            self.chosen[j] = max((c for c, s in enumerate(scores) if s is not None), key=lambda c: scores[c])
+            ranked = scores[self.criterion]
+            self.chosen[j] = max((c for c, s in enumerate(ranked) if s is not None), key=lambda c: ranked[c])
             if self.calibrate:
                 self.temperature[j], self.noise[j] = fit_temperature(held_logits[self.chosen[j]], given.cpu().numpy())
             winners.append(j)
@@ -324,9 +418,11 @@ class Selections:
         return accuracies(self.logits(data), data)
 
     def info(self, run: int) -> dict:
-        chosen = self.chosen[run]
+        chosen, scores = self.chosen[run], self.scores[run] or {}
         return {
-            "chosen": None if chosen is None else self.grids[run][chosen], "held_out_accuracy": self.scores[run],
+            "chosen": None if chosen is None else self.grids[run][chosen], "criterion": self.criterion,
+            "scores": scores.get(self.criterion),
+            "held_out_accuracy": scores.get("noisy-accuracy"), "corrected_accuracy": scores.get("corrected-accuracy"),
             "candidates": self.grids[run], "temperature": self.temperature[run], "noise_rate": self.noise[run],
         }  # fmt: skip
 

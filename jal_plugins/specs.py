@@ -32,7 +32,8 @@ def parse_kvs(items) -> dict:
 
 def parse_spec(spec: str, first: str | None = "rate") -> tuple[str, dict]:
     """``NAME[:VALUE][,KEY=VALUE...]`` -> (name, params); ``VALUE`` fills the parameter ``first``
-    (``first=None``: the grammar is ``NAME[,KEY=VALUE...]``, as for losses: ``jal-ce,a=auto``)."""
+    (``first=None``: the grammar is ``NAME[,KEY=VALUE...]``, as for losses: ``jal-ce,a=auto``, where a
+    bare ``auto`` stands for ``auto=true``: ``nce+rce,auto`` searches every parameter)."""
     head, *pairs = str(spec).split(",")
     name, _, value = head.partition(":")
     grammar = f"NAME[:{first.upper()}][,KEY=VALUE...]" if first else "NAME[,KEY=VALUE...]"
@@ -44,6 +45,9 @@ def parse_spec(spec: str, first: str | None = "rate") -> tuple[str, dict]:
         if first == "rate" and (isinstance(params[first], bool) or not isinstance(params[first], (int, float))):
             raise ValueError(f"malformed spec {spec!r}: rate {value!r} is not a number")
     for pair in pairs:
+        if first is None and pair.strip() == "auto":
+            params["auto"] = True
+            continue
         key, eq, val = pair.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"malformed spec {spec!r}: {pair!r} is not KEY=VALUE")

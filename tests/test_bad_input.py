@@ -45,7 +45,7 @@ def test_a_diverging_run_is_recorded_as_diverged_and_the_command_fails(tmp_path,
 def test_estimator_divergence_names_the_epoch_and_the_fix():
     x, y = np.random.default_rng(0).normal(size=(200, 5)), np.arange(200) % 2
     with pytest.raises(Diverged, match=r"epoch \d+.*smaller learning rate \(lr\)"):
-        JALClassifier(loss="ce", lr=1e8, random_state=0).set_params(epochs=5).fit(x * 1e3, y)
+        JALClassifier(loss="ce", lr=1e8, random_state=0, tune=False).set_params(epochs=5).fit(x * 1e3, y)
 
 
 # 2. changed settings ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jal_plugins.domains import NON_NEGATIVE, UNIT
 from jal_plugins.losses.base import EPS, Loss, log_probs, number, probs, target_column
 
 
@@ -18,6 +19,8 @@ class CrossEntropy(Loss):
 
 class FocalLoss(Loss):
     """``-(1 - sg(p_y))^γ log p_y``: the modulating factor is detached, as in every reference repo."""
+
+    domains = {"gamma": NON_NEGATIVE}
 
     row_params = {"gamma": (-1,)}
 
@@ -42,6 +45,8 @@ class NormalizedCrossEntropy(Loss):
 class NormalizedFocalLoss(Loss):
     """Focal loss of the label over the focal losses of all classes (factors detached, logs live)."""
 
+    domains = {"gamma": NON_NEGATIVE}
+
     row_params = {"gamma": (-1, 1)}
 
     def __init__(self, num_classes, *, reduction="mean", gamma=0.5):
@@ -58,6 +63,8 @@ class NormalizedFocalLoss(Loss):
 class GeneralizedCrossEntropy(Loss):
     """``(1 - p'_y^q) / q`` with ``p' = clip(p, 1e-8, 1)``."""
 
+    domains = {"q": UNIT}
+
     row_params = {"q": (-1,)}
 
     def __init__(self, num_classes, *, reduction="mean", q=0.7):
@@ -72,6 +79,8 @@ class GeneralizedCrossEntropy(Loss):
 
 class NormalizedGCE(Loss):
     """``(1 - p'_y^q) / (K - Σ_k p'_k^q)`` with ``p' = clip(p, 1e-7, 1)`` (APL/ALFs)."""
+
+    domains = {"q": UNIT}
 
     row_params = {"q": (-1, 1)}
 

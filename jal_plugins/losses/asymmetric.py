@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from jal_plugins.domains import ABOVE_ONE, AT_LEAST_ONE, POSITIVE
 from jal_plugins.losses.base import Loss, number, probs, target_column
 
 
 class AsymmetricGCE(Loss):
     """``((a+1)^q - (a+p_y)^q) / q``."""
+
+    domains = {"a": POSITIVE, "q": POSITIVE}
 
     row_params = {"a": (-1,), "q": (-1,)}
 
@@ -26,6 +29,8 @@ class AsymmetricGCE(Loss):
 class AsymmetricUnhingedLoss(Loss):
     """``((a-p_y)^q - (a-1)^q) / q`` for any number of classes."""
 
+    domains = {"a": ABOVE_ONE, "q": POSITIVE}
+
     row_params = {"a": (-1,), "q": (-1,)}
 
     def __init__(self, num_classes, *, reduction="mean", a=5.5, q=3.0):
@@ -41,6 +46,8 @@ class AsymmetricUnhingedLoss(Loss):
 
 class AsymmetricExponentialLoss(Loss):
     """``exp(-p_y / a)``."""
+
+    domains = {"a": POSITIVE}
 
     row_params = {"a": (-1,)}
 
@@ -58,6 +65,8 @@ class AsymmetricMSE(Loss):
 
     The absolute value is taken before the power, so fractional ``q`` never gives NaN.
     """
+
+    domains = {"a": AT_LEAST_ONE, "q": POSITIVE}
 
     row_params = {"a": (-1, 1)}  # q chooses a branch, so it stays one number per call
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from jal_plugins.domains import NON_NEGATIVE, PROBABILITY
 from jal_plugins.losses.base import Loss, log_probs, number, target_column
 
 
@@ -14,6 +15,8 @@ def _clamped_log_probs(logits, min_prob):
 
 class NormalizedNegativeCE(Loss):
     """NNCE: ``1 - u_y / Σ_k u_k`` with ``u_k = -ln m + ln clip(p_k, m, 1)``."""
+
+    domains = {"min_prob": PROBABILITY}
 
     def __init__(self, num_classes, *, reduction="mean", min_prob=1e-8):
         super().__init__(num_classes, reduction)
@@ -27,6 +30,8 @@ class NormalizedNegativeCE(Loss):
 
 class NormalizedNegativeFL(Loss):
     """NNFL: ``1 - (A_f - FL_y) / (K·A_f - Σ_k FL_k)`` on clamped log-probabilities, factors detached."""
+
+    domains = {"gamma": NON_NEGATIVE, "min_prob": PROBABILITY}
 
     def __init__(self, num_classes, *, reduction="mean", gamma=0.5, min_prob=1e-8):
         super().__init__(num_classes, reduction)

@@ -6,6 +6,7 @@ import math
 
 import torch.nn.functional as F
 
+from jal_plugins.domains import POSITIVE
 from jal_plugins.losses.base import EPS, Loss, number, probs, target_column
 
 # RCE clamps the one-hot target at 1e-4, so every wrong class costs -log(1e-4) = 9.2103.
@@ -14,6 +15,8 @@ RCE_A = -math.log(1e-4)
 
 class MeanAbsoluteError(Loss):
     """``scale · (1 - p_y)``; the JAL/ALFs default scale 2 equals ``‖e_y - p‖₁``."""
+
+    domains = {"scale": POSITIVE}
 
     row_params = {"scale": (-1,)}
 
