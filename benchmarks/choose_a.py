@@ -45,7 +45,7 @@ def timed(estimator, x, y):
 
 
 def main():
-    from sklearn.datasets import load_digits
+    from digits_split import digits_split
     from sklearn.neural_network import MLPClassifier
 
     from jal_plugins import JALClassifier, create_noise_model
@@ -58,10 +58,7 @@ def main():
     parser.add_argument("--json", default="benchmarks/results/choose_a.json")
     args = parser.parse_args()
 
-    x, y = load_digits(return_X_y=True)
-    x = x / 16.0
-    idx = np.random.default_rng(0).permutation(len(y))
-    test, train = idx[:500], idx[500:]
+    x, y, train, test = digits_split()
     rows = []
     jal = functools.partial(JALClassifier, **args.params)
     skorch_ce = skorch_classifier()

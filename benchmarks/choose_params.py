@@ -37,7 +37,7 @@ def noisy_labels(spec: str, labels: np.ndarray, seed: int) -> np.ndarray:
 
 
 def main():
-    from sklearn.datasets import load_digits
+    from digits_split import digits_split
 
     from jal_plugins import JALClassifier
     from jal_plugins.selection import CRITERIA
@@ -49,10 +49,7 @@ def main():
     parser.add_argument("--json", default="benchmarks/results/choose_params.json")
     args = parser.parse_args()
 
-    x, y = load_digits(return_X_y=True)
-    x = x / 16.0
-    idx = np.random.default_rng(0).permutation(len(y))
-    test, train = idx[:500], idx[500:]
+    x, y, train, test = digits_split()
     rows = []
     for noise in args.noises:
         for seed in args.seeds:

@@ -32,55 +32,55 @@ def _pair(num_classes, reduction, alpha, active: Loss, beta, passive: Loss, **hp
     )
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE)
 def sce(num_classes, *, reduction="mean", alpha=0.1, beta=1.0):
     """Symmetric CE: α·CE + β·RCE."""
     return _pair(num_classes, reduction, alpha, CrossEntropy(num_classes), beta, ReverseCrossEntropy(num_classes))
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE)
 def nce_rce(num_classes, *, reduction="mean", alpha=1.0, beta=1.0):
     """APL: α·NCE + β·RCE."""
     k = num_classes
     return _pair(k, reduction, alpha, NormalizedCrossEntropy(k), beta, ReverseCrossEntropy(k))
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE, gamma=NON_NEGATIVE)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE, gamma=NON_NEGATIVE)
 def nfl_rce(num_classes, *, reduction="mean", alpha=1.0, beta=1.0, gamma=0.5):
     """APL: α·NFL(γ) + β·RCE."""
     k = num_classes
     return _pair(k, reduction, alpha, NormalizedFocalLoss(k, gamma=gamma), beta, ReverseCrossEntropy(k), gamma=gamma)
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE)
 def nce_mae(num_classes, *, reduction="mean", alpha=1.0, beta=1.0):
     """APL: α·NCE + β·(1 - p_y) (the MAE scale is replaced by β)."""
     k = num_classes
     return _pair(k, reduction, alpha, NormalizedCrossEntropy(k), beta, MeanAbsoluteError(k, scale=1.0))
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE, a=POSITIVE, q=POSITIVE)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE, a=POSITIVE, q=POSITIVE)
 def nce_agce(num_classes, *, reduction="mean", alpha=1.0, beta=4.0, a=6.0, q=1.5):
     """ALFs: α·NCE + β·AGCE(a, q)."""
     k = num_classes
     return _pair(k, reduction, alpha, NormalizedCrossEntropy(k), beta, AsymmetricGCE(k, a=a, q=q), a=a, q=q)
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE, a=ABOVE_ONE, q=POSITIVE)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE, a=ABOVE_ONE, q=POSITIVE)
 def nce_aul(num_classes, *, reduction="mean", alpha=1.0, beta=4.0, a=6.3, q=1.5):
     """ALFs: α·NCE + β·AUL(a, q)."""
     k = num_classes
     return _pair(k, reduction, alpha, NormalizedCrossEntropy(k), beta, AsymmetricUnhingedLoss(k, a=a, q=q), a=a, q=q)
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE, a=POSITIVE)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE, a=POSITIVE)
 def nce_ael(num_classes, *, reduction="mean", alpha=1.0, beta=4.0, a=5.0):
     """ALFs: α·NCE + β·AEL(a)."""
     k = num_classes
     return _pair(k, reduction, alpha, NormalizedCrossEntropy(k), beta, AsymmetricExponentialLoss(k, a=a), a=a)
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE, min_prob=PROBABILITY)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE, min_prob=PROBABILITY)
 def anl_ce(num_classes, *, reduction="mean", alpha=5.0, beta=5.0, min_prob=1e-8):
     """ANL-CE: α·NCE + β·NNCE (its L1 penalty is part of the training recipe)."""
     k = num_classes
@@ -88,7 +88,7 @@ def anl_ce(num_classes, *, reduction="mean", alpha=5.0, beta=5.0, min_prob=1e-8)
     return _pair(k, reduction, alpha, NormalizedCrossEntropy(k), beta, negative, min_prob=min_prob)
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE, gamma=NON_NEGATIVE, min_prob=PROBABILITY)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE, gamma=NON_NEGATIVE, min_prob=PROBABILITY)
 def anl_fl(num_classes, *, reduction="mean", alpha=5.0, beta=5.0, gamma=0.5, min_prob=1e-8):
     """ANL-FL: α·NFL(γ) + β·NNFL(γ)."""
     k = num_classes
@@ -97,14 +97,14 @@ def anl_fl(num_classes, *, reduction="mean", alpha=5.0, beta=5.0, gamma=0.5, min
     return _pair(k, reduction, alpha, active, beta, negative, gamma=gamma, min_prob=min_prob)
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE, a=AT_LEAST_ONE)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE, a=AT_LEAST_ONE)
 def jal_ce(num_classes, *, reduction="mean", alpha=1.0, beta=1.0, a=30.0):
     """JAL-CE: α·NCE + β·AMSE(a)."""
     k = num_classes
     return _pair(k, reduction, alpha, NormalizedCrossEntropy(k), beta, AsymmetricMSE(k, a=a), a=a)
 
 
-@declare(alpha=POSITIVE, beta=POSITIVE, a=AT_LEAST_ONE, gamma=NON_NEGATIVE)
+@declare(alpha=NON_NEGATIVE, beta=POSITIVE, a=AT_LEAST_ONE, gamma=NON_NEGATIVE)
 def jal_fl(num_classes, *, reduction="mean", alpha=1.0, beta=1.0, a=30.0, gamma=0.5):
     """JAL-FL: α·NFL(γ) + β·AMSE(a)."""
     k = num_classes
