@@ -18,7 +18,7 @@ from jal_plugins.engine import DeviceData, Diverged
 from jal_plugins.job import method_context
 from jal_plugins.folds import splits
 from jal_plugins.loop import raise_divergence, train
-from jal_plugins.selection import Selection, Selections, fit_temperature, folds
+from jal_plugins.selection import Selections, fit_temperature, parse
 
 
 def _ece(probs, labels, bins=15):
@@ -36,7 +36,7 @@ def chosen(noisy_digits):
 
 def test_the_default_estimator_chooses_a_among_its_candidates(chosen, noisy_digits):
     x, noisy, _, x_test, y_test = noisy_digits
-    grid = Selection(("a",), folds()).candidates({}, {})
+    grid = parse("jal-ce", {"a": "auto"})[1].candidates({}, {})
     assert chosen.candidates_ == grid and len(chosen.selection_scores_) == len(grid)
     best = int(np.argmax(chosen.selection_scores_))
     assert chosen.a_ == grid[best]["loss_params"]["a"] and chosen.beta_ == grid[best]["loss_params"].get("beta")
@@ -132,7 +132,7 @@ def test_a_diverging_candidate_is_dropped_with_a_warning_and_all_diverging_is_an
 
 @pytest.mark.parametrize("stop", [2, 6])  # inside the selection, inside the refit
 def test_a_selection_resumes_from_a_checkpoint_as_if_never_stopped(noisy_digits, tmp_path, stop):
-    grid = Selection(("a",), folds()).candidates({}, {})[:3]
+    grid = parse("jal-ce", {"a": "auto"})[1].candidates({}, {})[:3]
     whole, data = _learner(noisy_digits, grid)
     train(whole, data)
     first, _ = _learner(noisy_digits, grid)
