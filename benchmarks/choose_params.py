@@ -40,7 +40,10 @@ def main():
     from digits_split import digits_split
 
     from jal_plugins import JALClassifier
+    from jal_plugins import selection
     from jal_plugins.selection import CRITERIA
+
+    selection.RECORDED = tuple(CRITERIA)  # every criterion's scores, to compare what each would choose
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--losses", nargs="+", default=list(LOSSES))

@@ -240,8 +240,33 @@ def corrected_accuracy(logits: torch.Tensor, given: torch.Tensor) -> float:
     return float(inverse[probs.argmax(1), labels].mean())
 
 
-# how candidates are ranked on their held-out predictions (``[search] criterion``); every one is recorded
+# how candidates can be ranked on their held-out predictions (``[search] criterion``). Measured on noisy
+# digits (benchmarks/choose_params.py, 5 losses x 5 noises x 3 seeds) the noisy accuracy chose better:
+# mean regret 2.25 points against 3.47 for the corrected one, whose noise-matrix estimate on ~650
+# labels a fold is itself noisy. The others are computed only when named in ``RECORDED`` (a benchmark).
 CRITERIA = {"noisy-accuracy": noisy_accuracy, "corrected-accuracy": corrected_accuracy}
+RECORDED: tuple[str, ...] = ()
+
+
+def score(predicted: list, labels: torch.Tensor, criteria: tuple[str, ...]) -> tuple[dict, list, torch.Tensor]:
+    """Each candidate's held-out ``(rows, logits)`` of every fold (``predicted``; None for one that
+    diverged) scored against ``labels`` by each of ``criteria``: ``({criterion: scores}, each
+    candidate's held-out logits, the held-out labels)``."""
+    scores: dict[str, list] = {name: [] for name in CRITERIA if name in criteria}
+    held_logits, given = [], None
+    for folds_of in predicted:
+        if folds_of is None:
+            held_logits.append(None)
+            for values in scores.values():
+                values.append(None)
+            continue
+        rows = np.concatenate([rows for rows, _ in folds_of])
+        z = torch.cat([logits for _, logits in folds_of])
+        given = labels[torch.as_tensor(rows, device=labels.device)]
+        held_logits.append(z)
+        for name, values in scores.items():
+            values.append(CRITERIA[name](z, given))
+    return scores, held_logits, given
 
 
 class Selections:
@@ -370,23 +395,14 @@ class Selections:
         for j in range(self.runs):
             if self.diverged[j]:
                 continue
-            scores: dict[str, list] = {name: [] for name in CRITERIA}
-            held_logits, given = [], None
-            for candidate, slots in zip(self.grids[j], self.members[j]):
-                error = next((self.trainer.diverged[i] for i in slots if self.trainer.diverged[i]), None)
+            errors = [next((self.trainer.diverged[i] for i in slots if self.trainer.diverged[i]), None)
+                      for slots in self.members[j]]  # fmt: skip
+            for candidate, error in zip(self.grids[j], errors):
                 if error:
                     warnings.warn(f"search candidate {candidate['loss_params']} diverged ({error}); dropped",
                                   stacklevel=4)  # fmt: skip
-                    held_logits.append(None)
-                    for values in scores.values():
-                        values.append(None)
-                    continue
-                rows = np.concatenate([held[i][0] for i in slots])
-                z = torch.cat([held[i][1] for i in slots])
-                given = labels[j, torch.as_tensor(rows, device=labels.device)]
-                held_logits.append(z)
-                for name, score in CRITERIA.items():
-                    scores[name].append(score(z, given))
+            predicted = [None if error else [held[i] for i in slots] for slots, error in zip(self.members[j], errors)]
+            scores, held_logits, given = score(predicted, labels[j], (self.criterion, *RECORDED))
             self.scores[j] = scores
             ranked = scores[self.criterion]
             self.chosen[j] = max((c for c, s in enumerate(ranked) if s is not None), key=lambda c: ranked[c])
