@@ -39,11 +39,9 @@ def noisy_labels(spec: str, labels: np.ndarray, seed: int) -> np.ndarray:
 def main():
     from digits_split import digits_split
 
-    from jal_plugins import JALClassifier
-    from jal_plugins import selection
-    from jal_plugins.selection import CRITERIA
+    from jal_plugins import JALClassifier, selection
 
-    selection.RECORDED = tuple(CRITERIA)  # every criterion's scores, to compare what each would choose
+    selection.RECORDED = tuple(selection.CRITERIA)  # every criterion's scores, to compare what each would choose
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--losses", nargs="+", default=list(LOSSES))
@@ -68,7 +66,7 @@ def main():
                 info = tuned.trainer_.info(0)
                 row["candidates"] = info["candidates"]
                 row["criteria"] = {name: info["held_out_accuracy" if name == "noisy-accuracy" else "corrected_accuracy"]
-                                   for name in CRITERIA}  # fmt: skip
+                                   for name in selection.CRITERIA}  # fmt: skip
                 row["fixed"] = []
                 for candidate in info["candidates"]:
                     fixed = JALClassifier(loss=loss, loss_params=candidate["loss_params"], tune=False, calibrate=False,
@@ -76,7 +74,7 @@ def main():
                     row["fixed"].append(fixed.fit(x[train], noisy).score(x[test], y[test]))
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k not in ("candidates", "criteria")}), flush=True)
-    table(rows, args.losses, args.noises, list(CRITERIA))
+    table(rows, args.losses, args.noises, list(selection.CRITERIA))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1))
     print(f"wrote {args.json}")

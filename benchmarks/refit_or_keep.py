@@ -1,7 +1,7 @@
 """a='auto' on noisy digits: refit the winning candidate on all the labels, or keep it as selected?
 
 The selection trains its candidates on the training rows of each fold (``registry.toml``
-``[selection] folds``: 2 halves, each scored on the other; 1: 80 % scored on 20 %) and scores them
+``[search] folds``: 2 halves, each scored on the other; 1: 80 % scored on 20 %) and scores them
 on the held-out rows. This script trains the same selections as ``JALClassifier()`` and reports, on
 the clean test labels, the winner as trained in the selection ("keep", the mean of its fold
 networks), the winner's settings refit on all the labels ("refit", what the estimator does) and the
@@ -26,14 +26,14 @@ import numpy as np
 
 def one(x, noisy, x_test, y_test, seed, **params) -> dict:
     from jal_plugins import JALClassifier
+    from jal_plugins.loop import train
 
     est = JALClassifier(random_state=seed, **params)
     features, labels = est._validate(x, noisy)
     labels = est._encode(labels)
     est._build(features, labels)
-    held, data, test = est.trainer_, est._data(features, labels), est._data(x_test)
-    selections, seen = held.selections, {}
-    refit = selections._refit
+    selections, data, test = est.trainer_, est._data(features, labels), est._data(x_test)
+    seen, refit = {}, selections._refit
 
     def scored(runs):  # the candidates' clean test accuracy, read before the refit replaces them
         seen["test"] = (selections.trainer.logits(test).argmax(2).cpu().numpy() == y_test).mean(1)
@@ -41,22 +41,21 @@ def one(x, noisy, x_test, y_test, seed, **params) -> dict:
 
     selections._refit = scored
     start = time.perf_counter()
-    for _ in range(held.select_epochs):
-        held.train_epoch(data)
+    train(selections, data, until=selections.select_epochs)
     selection = time.perf_counter() - start
     start = time.perf_counter()
-    for _ in range(held.select_epochs):
-        held.train_epoch(data)
+    train(selections, data)
     refit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     JALClassifier(random_state=seed, loss_params={"a": 30}, calibrate=False).fit(x, noisy)
     plain = time.perf_counter() - start
-    slots = held.selections.members[0]  # a candidate's runs, one per fold: its accuracy is their mean
+    slots = selections.members[0]  # a candidate's runs, one per fold: its accuracy is their mean
     candidates = np.array([seen["test"][fold].mean() for fold in slots])
-    return {"keep": float(candidates[held.chosen]), "refit": float(held.accuracy(test.relabelled(y_test))),
+    info, chosen = selections.info(0), selections.chosen[0]
+    return {"keep": float(candidates[chosen]), "refit": float(selections.accuracies(test.relabelled(y_test))[0]),
             "oracle": float(candidates.max()), "selection_s": selection, "refit_s": refit_seconds, "plain_s": plain,
-            "grid": held.candidates, "scores": held.info()["held_out_accuracy"], "test": candidates.tolist(),
-            "chosen": held.chosen}  # fmt: skip
+            "grid": info["candidates"], "scores": info["held_out_accuracy"], "test": candidates.tolist(),
+            "chosen": chosen}  # fmt: skip
 
 
 def main():

@@ -1,23 +1,24 @@
-"""Choosing JAL's ``a`` (with β and the weight decay) for the data at hand, and calibrating probabilities.
+"""Choosing a loss's parameters (and its regularisation) for the data at hand, and calibrating probabilities.
 
 A selection is an explicit step of a run, as scikit-learn's ``GridSearchCV`` wraps an estimator:
-``parse`` turns the loss parameters a user marked ``auto`` into a ``Selection`` (what is searched,
-over how many folds) once, when a job is validated or an estimator fits; nothing else reads the
-marker. ``Selections`` trains the selections of many runs together, as one ``engine.Runs``.
+``parse`` turns the loss parameters a user marked ``auto`` (or ``--tune``, or the estimator's
+``tune=True``) into a ``Selection`` (what is searched, over how many folds) once, when a job is
+validated or an estimator fits; nothing else reads the marker. ``Selections`` trains the
+selections of many runs together, as one ``engine.Runs``.
 
-``a="auto"`` trains a grid of candidates (``registry.toml`` ``[selection.amse]``: values of ``a``, each
-with a few settings of β and weight decay) as stacked runs (one stack, or several where that
-measures faster: ``autostack.measured_stacks``) by 2-fold cross-fitting (``[selection] folds``):
-every candidate trains on each stratified half of the given, noisy labels and predicts the other,
-and the candidate whose predictions best agree with all those held-out noisy labels wins. When the
-clean class dominates every row of the noise (the condition JAL's guarantee needs), the classifier
-that best predicts the noisy labels is the one that best predicts the clean ones, so noisy
-held-out accuracy ranks candidates correctly; a candidate whose training collapses (``a`` too
-large) ranks last, one that diverges is dropped. The winning settings are then trained on all the
-data, so the final network sees every label. Two folds rather than one 80/20 split: on digits
-(``benchmarks/refit_or_keep.py``) a fifth of 1,297 labels was too few to separate the candidates
-(the winner 0.6–4 points below the best in hindsight), every label held out once brings it to
-0.2–1.2 points, for a fifth more training.
+A search trains the loss's candidates (``registry.toml`` ``[search.spaces]``: the same number for
+every loss; for JAL, values of ``a``, each with two settings of β and weight decay) as stacked runs
+(one stack, or several where that measures faster: ``autostack.measured_stacks``) by 2-fold
+cross-fitting (``[search] folds``): every candidate trains on each stratified half of the given,
+noisy labels and predicts the other, and the candidate whose predictions best agree with all those
+held-out noisy labels wins (``[search] criterion``; ``CRITERIA``). When the clean class dominates
+every row of the noise (the condition JAL's guarantee needs), the classifier that best predicts the
+noisy labels is the one that best predicts the clean ones, so noisy held-out accuracy ranks
+candidates; a candidate whose training collapses (``a`` too large) ranks last, one that diverges is
+dropped. The winning settings are then trained on all the data, so the final network sees every
+label. Two folds rather than one 80/20 split: on digits (``benchmarks/refit_or_keep.py``) a fifth of
+1,297 labels was too few to separate JAL's candidates (the winner 0.6–4 points below the best in
+hindsight), every label held out once brings it to 0.2–1.2 points, for a fifth more training.
 
 The held-out predictions also calibrate: one temperature ``τ`` for the logits, fitted by the likelihood
 of the held-out labels agreeing with the predictions through the noise level estimated on the same
