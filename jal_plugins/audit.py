@@ -95,7 +95,7 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
     ``progress(epoch, epochs)`` is called after each epoch.
     """
     from jal_plugins.engine import DeviceData
-    from jal_plugins.folds import check_folds, fold_networks
+    from jal_plugins.folds import check_folds, fold_divergence, fold_networks
     from jal_plugins.job import prepare
     from jal_plugins.loop import raise_divergence, train
     from jal_plugins.results import load_checkpoint, save_checkpoint
@@ -136,7 +136,7 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None):
     selection = {"selection": chooser.run_states()[0]} if chooser else {}
     save_folds = lambda runs, stats: save(epoch=done + runs.epoch, runs=runs.run_states(), **selection)  # noqa: E731
     train(networks, examples, reproducible=reproducible,
-          callbacks=(raise_divergence(lambda f: f"fold {f + 1} of {folds}"), save_folds,
+          callbacks=(fold_divergence(folds), save_folds,
                      report(done, done + networks.epochs)))  # fmt: skip
     return data, x, index, given, networks.probabilities(examples), prepared.model, chooser and chooser.info(0)
 

@@ -111,12 +111,10 @@ class OutOfFold:
     def probabilities(self, data) -> np.ndarray:
         """``(N, K)`` out-of-fold probabilities of ``data``'s rows, each from the network that held it out
         (a row none held out, its class seen once, keeps its own label)."""
-        out = np.zeros((len(data), 0))
-        for held, z in self.held_out(data):
-            if out.shape[1] == 0:
-                out = np.zeros((len(data), z.shape[1]))
-                out[np.arange(len(data)), data.y.cpu().numpy()] = 1.0
-            out[held] = torch.softmax(z.double(), 1).cpu().numpy()
+        held = self.held_out(data)
+        out = np.eye(held[0][1].shape[1])[data.y.cpu().numpy()]
+        for rows, z in held:
+            out[rows] = torch.softmax(z.double(), 1).cpu().numpy()
         return out
 
     def logits(self, data) -> torch.Tensor:
@@ -145,10 +143,16 @@ class OutOfFold:
 
 def out_of_fold(context, data, folds: int, loss: str = "ce", epochs: int | None = None) -> OutOfFold:
     """``fold_networks`` trained on ``data``: ``probabilities(data)`` are its out-of-fold predictions."""
-    from jal_plugins.loop import raise_divergence, train
+    from jal_plugins.loop import train
 
-    return train(fold_networks(context, folds, loss, epochs), data,
-                 callbacks=(raise_divergence(lambda f: f"fold {f + 1} of {folds}"),))  # fmt: skip
+    return train(fold_networks(context, folds, loss, epochs), data, callbacks=(fold_divergence(folds),))
+
+
+def fold_divergence(folds: int):
+    """A ``loop`` callback raising the first fold network's divergence, named ``fold F of FOLDS``."""
+    from jal_plugins.loop import raise_divergence
+
+    return raise_divergence(lambda f: f"fold {f + 1} of {folds}")
 
 
 def fold_networks(context, folds: int, loss: str | None = None, epochs: int | None = None) -> OutOfFold:

@@ -116,7 +116,7 @@ def _progress(label: str, images: int):
         if not live:
             return
         loss, acc, test = (_mean([s.get(k) for s in live]) for k in ("train_loss", "train_accuracy", "test_accuracy"))
-        speed = images * runs.runs / max(live[0]["seconds"] * runs.runs, 1e-9)
+        speed = images / max(live[0]["seconds"], 1e-9)  # seconds are each run's share of the epoch
         PROGRESS.info("[%s] epoch %d/%d loss %.4f acc %.1f%% test %s %s img/s", label, runs.epoch, runs.epochs, loss,
                       100 * acc, "–" if test is None else f"{test:.1%}", f"{speed:,.0f}")  # fmt: skip
 

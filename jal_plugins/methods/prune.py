@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from jal_plugins.checks import positive_int
-from jal_plugins.engine import Diverged
-from jal_plugins.folds import as_array, as_tensor, check_folds, fold_networks
+from jal_plugins.folds import as_array, as_tensor, check_folds, fold_divergence, fold_networks
 from jal_plugins.methods.base import one_device
 
 
@@ -55,10 +54,7 @@ class CleanlabPrune:
         one_device("cleanlab-prune", world)
         if self.keep is None:
             folds = self.cv.train_epoch(data)
-            failed = next((f for f, error in enumerate(self.cv.diverged) if error), None)
-            if failed is not None:
-                error = self.cv.diverged[failed]
-                raise Diverged(error.epoch, f"fold {failed + 1} of {self.cv.runs}: {error.reason}")
+            fold_divergence(self.cv.runs)(self.cv, folds)
             stats = {**folds[0], **{k: float(np.mean([s[k] for s in folds])) for k in ("train_loss", "train_accuracy")},
                      "folds": self.cv.runs}  # fmt: skip
             if self.cv.epoch == self.cv.epochs:
