@@ -16,8 +16,8 @@ given its own ``cache_dir``, matplotlib's font cache to ``out/cache/matplotlib``
   ``id`` (relative path, ``SPLIT/ROW`` or row number), ``given_label``, ``suggested_label`` (class
   names), ``label_quality`` (cleanlab's self-confidence: the probability of the given label).
 - ``label_issues.png``: the top suspects with "given → suggested" (images), or issues per class (tables).
-- ``audit.json``: the summary; ``pred_probs.npz``: ``index``, ``given`` and the out-of-sample
-  ``pred_probs`` of every example, for cleanlab's other tools.
+- ``audit.json``: the summary; ``pred_probs.npz``: ``index``, ``id``, ``given``, ``label_quality``
+  and the out-of-sample ``pred_probs`` of every example in source order, for cleanlab's other tools.
 - ``audit-checkpoint.pt``: the folds after each epoch; the same command resumes from it.
 """
 
@@ -188,7 +188,8 @@ def audit(job: Job, out, folds: int | None = None, progress=None) -> dict:
              "label_quality": float(f"{quality[r]:.6g}")} for r, i in zip(flagged, ids)]  # fmt: skip
     _write_csv(out / "label_issues.csv", rows)
     order = np.argsort(index, kind="stable")
-    arrays = {"index": index[order], "given": given[order], "pred_probs": pred_probs[order].astype(np.float32)}
+    arrays = {"index": index[order], "id": np.asarray(data.example_ids(index[order]), dtype=str), "given": given[order],
+              "label_quality": quality[order], "pred_probs": pred_probs[order].astype(np.float32)}  # fmt: skip
     atomic_write(out / "pred_probs.npz", lambda p: write_npz(p, arrays))
     counts = np.bincount(given, minlength=len(names))
     issues = np.bincount(given[flagged], minlength=len(names))
