@@ -41,7 +41,8 @@ def fashion_mnist(seed: int):
 
 def synthetic(seed: int):
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (SUSPECTS, 1, 28, 28), dtype=np.uint8), rng.integers(0, 10, SUSPECTS), [f"class {k}" for k in range(10)]
+    images = rng.integers(0, 256, (SUSPECTS, 1, 28, 28), dtype=np.uint8)
+    return images, rng.integers(0, 10, SUSPECTS), [f"class {k}" for k in range(10)]
 
 
 def report(path: Path, source: str, seed: int) -> Path:
@@ -58,7 +59,7 @@ def report(path: Path, source: str, seed: int) -> Path:
     np.add.at(flips, (true, given), 1)
     matrix = (1 - NOISE) * np.eye(k) + NOISE * flips / flips.sum(1, keepdims=True)
     summary = {"examples": int(len(rows) / NOISE), "estimated_noise_rate": NOISE, "dataset": source}
-    return write_review(path, title=f"Label review: {source} ({len(rows)} suspects)", audit_key=f"{source} {seed}",
+    return write_review(path, title=f"{source} ({len(rows)} suspects)", audit_key=f"{source} {seed}",
                         names=names, rows=rows, inputs=images, noise_matrix=matrix, summary=summary)  # fmt: skip
 
 

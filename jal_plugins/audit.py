@@ -190,9 +190,9 @@ def audit(job: Job, out, folds: int | None = None, progress=None) -> dict:
     rows = [{"index": int(index[r]), "id": i, "given_label": names[given[r]], "suggested_label": names[suggested[r]],
              "label_quality": float(f"{quality[r]:.6g}")} for r, i in zip(flagged, ids)]  # fmt: skip
     _write_csv(out / "label_issues.csv", rows)
-    html = write_review(out / "report.html", title=f"Label review: {job.dataset} {job.dataset_params.get('path') or ''}".strip(),
+    html = write_review(out / "report.html", title=f"{job.dataset} {job.dataset_params.get('path') or ''}".strip(),
                         audit_key=f"{_digest(x, given)} {out.resolve()}", names=names, rows=rows, inputs=x[flagged],
-                        noise_matrix=matrix, summary={"examples": int(len(given)), "estimated_noise_rate": noise_rate})  # fmt: skip
+                        noise_matrix=matrix, summary={"examples": len(given), "estimated_noise_rate": noise_rate})  # fmt: skip
     order = np.argsort(index, kind="stable")
     arrays = {"index": index[order], "given": given[order], "pred_probs": pred_probs[order].astype(np.float32)}
     atomic_write(out / "pred_probs.npz", lambda p: write_npz(p, arrays))

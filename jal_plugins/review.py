@@ -30,6 +30,7 @@ def write_review(path, *, title: str, audit_key: str, names: list[str], rows: li
                  summary: dict, inputs: np.ndarray | None = None) -> Path:  # fmt: skip
     """Write the review page to ``path`` (atomically) and return the path.
 
+    ``title``: what the page is about (shown after "Label review: ");
     ``rows``: the suspects worst first, as ``audit`` builds them (``index``, ``id``, ``given_label``,
     ``suggested_label``, ``label_quality``), each with an optional ``text`` the page shows;
     ``inputs``: their inputs, aligned to ``rows``: uint8 NCHW images (shown as thumbnails) or a
@@ -43,7 +44,8 @@ def write_review(path, *, title: str, audit_key: str, names: list[str], rows: li
     names = [str(n) for n in names]
     matrix = np.asarray(noise_matrix, dtype=float)
     if matrix.shape != (len(names), len(names)):
-        raise ValueError(f"noise_matrix has shape {matrix.shape}; {len(names)} classes need ({len(names)}, {len(names)})")
+        k = len(names)
+        raise ValueError(f"noise_matrix has shape {matrix.shape}; {k} classes need ({k}, {k})")
     missing = [k for k in ("examples", "estimated_noise_rate") if k not in summary]
     if missing:
         raise ValueError(f"summary lacks {', '.join(missing)}")

@@ -129,11 +129,13 @@ def _card_ids(page):
 def test_review_page_of_a_real_audit(browser, digit_folder, cli, env, tmp_path):  # noqa: F811
     root, given_labels, _ = digit_folder
     out = tmp_path / "audit"
-    done = cli("audit", "--dataset", "imagefolder", "--dataset-param", f"path={root}", "--epochs", 3, "--out", out, env=env)
+    args = ["--dataset", "imagefolder", "--dataset-param", f"path={root}", "--epochs", 3, "--out", out]
+    done = cli("audit", *args, env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "audit.json").read_text())["files"]["html"] == str(out / "report.html")
     _, rows = _rows(out / "label_issues.csv")
     page, errors, requests = _open(browser, out / "report.html")
+    assert page.title() == f"Label review: imagefolder {root}"
     # every suspect, worst first, a page at a time
     assert _card_ids(page) == [r["id"] for r in rows[:60]]
     assert page.locator("#summary [data-key=suspects] b").inner_text() == str(len(rows))
@@ -171,7 +173,7 @@ def test_export_quotes_awkward_names_and_undo_forgets(browser, tmp_path):
     rows = _suspects(names, 70, seed=3)
     rows[0]["id"] = 'dir,1/"odd".png'
     page, errors, _ = _open(browser, _write(tmp_path / "r.html", names, rows, title="</title><b>t</b>"))
-    assert page.title() == "</title><b>t</b>" and page.locator(".card").count() == 60
+    assert page.title() == "Label review: </title><b>t</b>" and page.locator(".card").count() == 60
     page.keyboard.press("a")  # the first suspect
     page.keyboard.press("2")  # the second: relabelled as class 2
     page.keyboard.press("k")
