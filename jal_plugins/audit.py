@@ -16,6 +16,8 @@ given its own ``cache_dir``, matplotlib's font cache to ``out/cache/matplotlib``
   ``id`` (relative path, ``SPLIT/ROW`` or row number), ``given_label``, ``suggested_label`` (class
   names), ``label_quality`` (cleanlab's self-confidence: the probability of the given label).
 - ``label_issues.png``: the top suspects with "given → suggested" (images), or issues per class (tables).
+- ``report.html``: every suspect to review in a browser, decisions exported as ``decisions.csv``
+  (``jal_plugins.review``).
 - ``audit.json``: the summary; ``pred_probs.npz``: ``index``, ``id``, ``given``, ``label_quality``
   and the out-of-sample ``pred_probs`` of every example in source order, for cleanlab's other tools.
 - ``audit-checkpoint.pt``: the folds after each epoch; the same command resumes from it.
@@ -175,6 +177,7 @@ def audit(job: Job, out, folds: int | None = None, progress=None) -> dict:
     from jal_plugins.datasets.cache import write_npz
     from jal_plugins.report import atomic_write
     from jal_plugins.results import writable_folder
+    from jal_plugins.review import write_review
 
     start = time.perf_counter()
     folds = defaults()["folds"] if folds is None else folds
@@ -187,6 +190,9 @@ def audit(job: Job, out, folds: int | None = None, progress=None) -> dict:
     rows = [{"index": int(index[r]), "id": i, "given_label": names[given[r]], "suggested_label": names[suggested[r]],
              "label_quality": float(f"{quality[r]:.6g}")} for r, i in zip(flagged, ids)]  # fmt: skip
     _write_csv(out / "label_issues.csv", rows)
+    html = write_review(out / "report.html", title=f"{job.dataset} {job.dataset_params.get('path') or ''}".strip(),
+                        audit_key=f"{_digest(x, given)} {out.resolve()}", names=names, rows=rows, inputs=x[flagged],
+                        noise_matrix=matrix, summary={"examples": len(given), "estimated_noise_rate": noise_rate})  # fmt: skip
     order = np.argsort(index, kind="stable")
     arrays = {"index": index[order], "id": np.asarray(data.example_ids(index[order]), dtype=str), "given": given[order],
               "label_quality": quality[order], "pred_probs": pred_probs[order].astype(np.float32)}  # fmt: skip
@@ -210,7 +216,7 @@ def audit(job: Job, out, folds: int | None = None, progress=None) -> dict:
                       for k, (n, c, i) in enumerate(zip(names, counts, issues))],
         "noise_matrix": matrix.tolist(), "top": rows[:TOP],
         "files": {"csv": str(out / "label_issues.csv"), "png": None if chart is None else str(chart),
-                  "pred_probs": str(out / "pred_probs.npz")},
+                  "pred_probs": str(out / "pred_probs.npz"), "html": str(html)},
         "seconds": time.perf_counter() - start,
     }  # fmt: skip
     atomic_write(out / "audit.json", lambda p: p.write_text(json.dumps(summary, indent=1)))

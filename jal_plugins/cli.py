@@ -292,6 +292,7 @@ def _audit_report(s: dict) -> str:
         lines += [f"worst {len(rows)}:", _table(rows, ["index", "id", "given", "suggested", "label quality"]), ""]
     png = s["files"]["png"]
     lines.append(f"chart: {png}" if png else "chart skipped: pip install 'jal-plugins[plot]' for matplotlib")
+    lines.append(f"review page: {s['files']['html']} (open it in a browser; decisions export as decisions.csv)")
     return "\n".join(lines)
 
 

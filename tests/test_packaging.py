@@ -1,4 +1,5 @@
-"""The wheel ships adapters/ as jal_plugins.adapters and registry.toml inside the package."""
+"""The wheel ships adapters/ as jal_plugins.adapters, and registry.toml and the review page's template
+inside the package."""
 
 import subprocess
 import sys
@@ -17,7 +18,7 @@ def test_wheel_layout(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("adapters/__init__", "adapters/hf_datasets", "datasets/cifar", "methods/prune", "bench"):
         assert f"jal_plugins/{module}.py" in names
-    assert "jal_plugins/registry.toml" in names
+    assert "jal_plugins/registry.toml" in names and "jal_plugins/review.html" in names
     assert not any(n.startswith("adapters/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
