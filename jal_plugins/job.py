@@ -72,6 +72,10 @@ class Job:
         }  # fmt: skip
         if self.selection is not None:
             out["selection"] = self.selection.settings()
+        if self.dataset_params.get("corrections") is not None:  # the decisions, not only their file's name
+            from jal_plugins.datasets.corrections import digest
+
+            out["corrections"] = digest(self.dataset_params["corrections"])
         return out
 
     def key(self) -> str:
