@@ -388,3 +388,15 @@ def test_run_on_texts_with_corrections_records_them_and_a_new_decision_is_a_new_
     again = cli(*args, "--dataset-param", f"corrections={decisions}")
     again = json.loads(again.stdout)[0]
     assert again["corrections"]["relabelled"] == 0 and len({plain["run_id"], fixed["run_id"], again["run_id"]}) == 3
+
+
+def test_an_edited_corrections_file_is_read_again_in_the_same_process(tmp_path, frame):
+    from jal_plugins.job import load_dataset
+
+    path = tmp_path / "animals.csv"
+    frame.to_csv(path, index=False)
+    decisions = _decisions(tmp_path / "decisions.csv", [[1, "1", "ant", "drop", ""]])
+    params = {"path": str(path), "label_column": "kind", "corrections": decisions, "cache_dir": str(tmp_path / "c")}
+    assert load_dataset("table", **params).corrections["dropped"] == 1
+    _decisions(tmp_path / "decisions.csv", [[1, "1", "ant", "keep", ""]])
+    assert load_dataset("table", **params).corrections["dropped"] == 0
