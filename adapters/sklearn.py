@@ -46,7 +46,8 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
     ``(num_classes, in_channels, **module_params)``; ``"auto"`` picks ``mlp`` for 2-D input and a
     CNN for image arrays (N, C, H, W uint8 or float). ``preset`` fills loss parameters and the
     regularisation (``weight_decay``/``l1`` left at None) from ``registry.toml``. Tabular features
-    are standardised with the statistics of the first fit. ``classes`` fixes
+    are standardised with the statistics of the first fit. SciPy sparse ``X`` (a ``TfidfVectorizer``'s
+    output in a pipeline) stays sparse: each batch is densified on the device. ``classes`` fixes
     the label set (and so the ``predict_proba`` columns) when a fit may not see every class.
     ``method`` is a registered training method (``erm``, ``co-teaching``, ``cleanlab-prune``, ...)
     with ``method_params``; it decides how the noisy labels are used, the loss how they are scored.
@@ -125,8 +126,8 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError("Input X contains NaN or infinity.")
             return X, y
         if y is None:
-            return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32]), None
-        return validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32])
+            return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], accept_sparse="csr"), None
+        return validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32], accept_sparse="csr")
 
     def _encode(self, y, classes=None):
         check_classification_targets(y)
@@ -192,10 +193,17 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
             self.noise_rate_ = info.get("noise_rate")
 
     def _data(self, X, y=None, sample_weight=None):
+        from scipy import sparse
+
         from jal_plugins.datasets import channel_stats
         from jal_plugins.engine import DeviceData
+        from jal_plugins.sparse import SparseRows, column_stats
 
-        if X.dtype == np.uint8 and X.ndim == 4:
+        if sparse.issparse(X):  # standardised as dense rows would be, a batch at a time
+            if not hasattr(self, "feature_stats_"):
+                self.feature_stats_ = column_stats(X)
+            X, mean, std = SparseRows(X, self.device_, *self.feature_stats_), None, None
+        elif X.dtype == np.uint8 and X.ndim == 4:
             if not hasattr(self, "pixel_stats_"):
                 self.pixel_stats_ = channel_stats(X)
             mean, std = self.pixel_stats_
@@ -277,7 +285,7 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         from jal_plugins.checks import device
 
         try:

@@ -26,6 +26,7 @@ from jal_plugins import checks
 from jal_plugins.losses.rows import loss_groups
 from jal_plugins.sampler import AUGMENTATIONS, EpochSampler
 from jal_plugins.sgd import SGD
+from jal_plugins.sparse import SparseRows
 from jal_plugins.stack import StackedNet, run_slice
 
 SCHEDULES = ("cosine", "constant")
@@ -113,17 +114,19 @@ def divergence(loss: float, norm: float, norm0: float) -> str | None:
 class DeviceData:
     """Inputs and labels on the device; image inputs stay uint8 until a batch is taken.
 
-    ``mean``/``std`` (per channel, in [0, 1] units) normalise uint8 images; float inputs are used as is.
+    ``mean``/``std`` (per channel, in [0, 1] units) normalise uint8 images; float inputs are used as is;
+    ``sparse.SparseRows`` stay sparse on the host, a batch densified at a time.
     """
 
     def __init__(self, x, y, device, mean=None, std=None, sample_weight=None):
-        x = torch.as_tensor(x)
-        self.images = x.dtype == torch.uint8
+        sparse = isinstance(x, SparseRows)
+        x = x if sparse else torch.as_tensor(x)
+        self.images = not sparse and x.dtype == torch.uint8
         self.x = x.to(device)
         self.y = torch.as_tensor(y, dtype=torch.long).to(device)
         if self.x.shape[0] != self.y.shape[0]:
             raise ValueError(f"{self.x.shape[0]} inputs but {self.y.shape[0]} labels")
-        if not self.images:
+        if not (self.images or sparse):
             self.x = self.x.float()
         self.w = None
         if sample_weight is not None:
@@ -141,7 +144,8 @@ class DeviceData:
         """The rows ``index`` (kept on the device; sample weights renormalised over the subset)."""
         index = torch.as_tensor(index, device=self.x.device)
         out = object.__new__(DeviceData)
-        out.__dict__.update(self.__dict__, x=self.x[index], y=self.y[index])
+        x = self.x.rows(index) if isinstance(self.x, SparseRows) else self.x[index]
+        out.__dict__.update(self.__dict__, x=x, y=self.y[index])
         out.w = None if self.w is None else self.w[index] / self.w[index].mean()
         return out
 

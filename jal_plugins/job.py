@@ -72,6 +72,8 @@ class Job:
         }  # fmt: skip
         if self.selection is not None:
             out["selection"] = self.selection.settings()
+        if self.dataset_params.get("corrections") is not None:  # the decisions, not only their file's name
+            out["corrections"] = corrections_digest(self.dataset_params)
         return out
 
     def key(self) -> str:
@@ -215,8 +217,17 @@ def method_context(*, loss: str, num_classes: int, input_shape: tuple, device, s
     )  # fmt: skip
 
 
+def corrections_digest(dataset_params: dict) -> str | None:
+    """A hash of the contents of the dataset's ``corrections`` file (None without one)."""
+    from jal_plugins.datasets.corrections import digest
+
+    path = dataset_params.get("corrections")
+    return None if path is None else digest(path)
+
+
 @functools.lru_cache(maxsize=4)
-def _load_dataset(name: str, params_json: str):
+def _load_dataset(name: str, params_json: str, corrections: str | None):
+    """``corrections``: only a key, so an edited corrections file is read again."""
     from jal_plugins.plugins import check_params, host
 
     entry = host()["datasets"].get(name)
@@ -227,7 +238,7 @@ def _load_dataset(name: str, params_json: str):
 
 def load_dataset(name: str, **params):
     """A registered dataset (cached per process: a grid reuses it)."""
-    return _load_dataset(name, json.dumps(params, sort_keys=True))
+    return _load_dataset(name, json.dumps(params, sort_keys=True), corrections_digest(params))
 
 
 def noisy_labels(job: Job, data) -> tuple[np.ndarray, str, float | None]:

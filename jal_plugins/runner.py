@@ -90,6 +90,8 @@ def record(prepared, history: list[dict], info: dict, diverged=None, world: int 
         "seconds": sum(h.get("seconds", 0.0) for h in history),
         "device": str(prepared.device), "world_size": world, "stack_size": stack_size,
     }  # fmt: skip
+    if data.corrections is not None:  # what the user's reviewed decisions changed
+        out["corrections"] = data.corrections
     if job.selection is not None:  # how it was tuned: the budget every tuned loss gets, in its table header
         out["search"] = {"candidates": len(info.get("candidates") or []), "folds": job.selection.folds,
                          "searched": list(job.selection.searched)}  # fmt: skip

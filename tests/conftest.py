@@ -92,3 +92,33 @@ def checkpoints(out) -> dict:
         except Exception:  # noqa: BLE001 - the atomic rename makes this rare
             pass
     return found
+
+
+TOPICS = {"sport": ["goal", "match", "team", "coach", "league", "score", "referee", "stadium"],
+          "food": ["bread", "soup", "chef", "recipe", "cheese", "spice", "oven", "salad"],
+          "tech": ["laptop", "code", "server", "robot", "chip", "network", "software", "screen"]}  # fmt: skip
+FILLER = ["the", "a", "today", "really", "new", "was", "great", "about", "my", "friend", "said", "old"]
+
+
+def make_sentences(n: int, noise: float = 0.0, seed: int = 0):
+    """``n`` short texts of three topics made from templates: ``(texts, noisy topics, clean topics)``,
+    a ``noise`` fraction of the noisy topics moved to another topic."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    names = list(TOPICS)
+    clean = np.asarray([names[i % 3] for i in range(n)])
+    texts = []
+    for topic in clean:
+        words = [*rng.choice(TOPICS[topic], 3), *rng.choice(FILLER, 4)]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    flip = rng.random(n) < noise
+    noisy = np.where(flip, [names[(names.index(t) + 1) % 3] for t in clean], clean)
+    return np.asarray(texts), noisy, clean
+
+
+@pytest.fixture(scope="session")
+def sentences():
+    """``sentences(n, noise=0.0, seed=0) -> (texts, noisy topics, clean topics)``: a small text dataset."""
+    return make_sentences

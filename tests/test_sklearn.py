@@ -10,7 +10,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.estimator_checks import estimator_checks_generator
 
 from jal_plugins import JALClassifier
 
@@ -20,7 +20,21 @@ EXPECTED_FAILURES = {
 }
 
 
-@parametrize_with_checks([JALClassifier(epochs=20, random_state=0)], expected_failed_checks=lambda est: EXPECTED_FAILURES)
+def _checks(estimator, sparse: bool) -> list:
+    """scikit-learn's checks of ``estimator``: those of sparse input, or all the others."""
+    checks = estimator_checks_generator(estimator, mark="xfail", expected_failed_checks=EXPECTED_FAILURES)
+    return [item for item in checks if ("sparse" in getattr(item, "values", item)[1].func.__name__) == sparse]
+
+
+def _check_id(value) -> str:
+    return value.func.__name__ if hasattr(value, "func") else repr(value).replace(" ", "")
+
+
+# The sparse checks fit a dozen formats of one matrix: they check a fast estimator (no search, no
+# calibration), which reads sparse input the same way.
+@pytest.mark.parametrize("estimator, check", _checks(JALClassifier(epochs=20, random_state=0), sparse=False)
+                         + _checks(JALClassifier(epochs=5, random_state=0, tune=False, calibrate=False), sparse=True),
+                         ids=_check_id)  # fmt: skip
 def test_sklearn_compliance(estimator, check):
     check(estimator)
 
@@ -124,3 +138,39 @@ def test_images_dataframes_and_torch_datasets():
     dataset = torch.utils.data.TensorDataset(torch.tensor(digits.data[:200], dtype=torch.float32), torch.zeros(200))
     fitted = JALClassifier(epochs=2, random_state=0).fit(dataset, digits.target[:200])
     assert set(fitted.classes_) == set(digits.target[:200])  # the given y, not the dataset's zeros
+
+
+FAST = {"epochs": 10, "random_state": 0, "tune": False, "calibrate": False}
+
+
+def test_text_pipeline_with_sparse_tfidf_gridsearch_and_cleanlearning(sentences):
+    from cleanlab.classification import CleanLearning
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts, noisy, clean = sentences(360, noise=0.2)
+    test_texts, _, test_topics = sentences(120, seed=1)
+    pipe = make_pipeline(TfidfVectorizer(), JALClassifier(**FAST)).fit(texts, noisy)
+    proba = pipe.predict_proba(test_texts)
+    assert proba.shape == (120, 3) and np.allclose(proba.sum(1), 1)
+    assert set(pipe.predict(test_texts)) <= set(clean) and pipe.score(test_texts, test_topics) >= 0.9
+    search = GridSearchCV(make_pipeline(TfidfVectorizer(), JALClassifier(**FAST)),
+                          {"tfidfvectorizer__max_features": [5, None]}, cv=2).fit(texts, noisy)  # fmt: skip
+    assert search.best_params_ == {"tfidfvectorizer__max_features": None}  # 5 terms cannot tell 3 topics apart
+    codes = np.searchsorted(np.unique(clean), noisy)
+    cl = CleanLearning(make_pipeline(TfidfVectorizer(), JALClassifier(**FAST)), cv_n_folds=3, seed=0).fit(texts, codes)
+    issues = cl.get_label_issues()["is_label_issue"].to_numpy()
+    flipped = noisy != clean
+    assert (issues & flipped).sum() / issues.sum() >= 0.7 and (issues & flipped).sum() / flipped.sum() >= 0.5
+
+
+def test_sparse_input_trains_as_its_dense_rows_would(sentences):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts, noisy, _ = sentences(200, noise=0.2)
+    vectorizer = TfidfVectorizer().fit(texts[:150])
+    train, test = vectorizer.transform(texts[:150]), vectorizer.transform(texts[150:])
+    calibrated = {**FAST, "calibrate": True, "epochs": 5}  # calibration cross-fits: subsets of sparse rows
+    dense = JALClassifier(**calibrated).fit(train.toarray(), noisy[:150])
+    sparse = JALClassifier(**calibrated).fit(train, noisy[:150])
+    np.testing.assert_allclose(sparse.predict_proba(test), dense.predict_proba(test.toarray()), atol=1e-4)
+    np.testing.assert_array_equal(sparse.predict(test.tocsc()), dense.predict(test.toarray()))

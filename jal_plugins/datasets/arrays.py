@@ -27,6 +27,8 @@ class ArrayDataset:
     test_index: np.ndarray | None = None  # each test row's position (default: after the train rows)
     class_names: list[str] | None = None  # folder names, ClassLabel names or the label values, sorted
     ids: np.ndarray | None = None  # ids[position]: what the source calls that example (a relative path)
+    texts: np.ndarray | None = None  # texts[position]: the raw text behind a text column's features
+    corrections: dict | None = None  # what a corrections file changed: {"file", "relabelled", "dropped"}
 
     def __post_init__(self):
         for split in ("train", "test"):
@@ -72,7 +74,13 @@ class ArrayDataset:
 
     def example_ids(self, positions) -> list[str]:
         """What the source calls the examples at ``positions``: ``ids`` entries, else the position itself."""
-        return [str(p) if self.ids is None else str(self.ids[p]) for p in positions]
+        return source_ids(self.ids, positions)
+
+    def example_texts(self, positions) -> list[str]:
+        """The raw texts of the examples at ``positions`` (a dataset made from a ``text_column``)."""
+        if self.texts is None:
+            raise ValueError(f"{self.name} has no texts: its features do not come from a text_column")
+        return [str(self.texts[p]) for p in positions]
 
     def features(self) -> np.ndarray:
         """Flattened, normalised training inputs (for instance-dependent noise)."""
@@ -82,6 +90,11 @@ class ArrayDataset:
             std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
             x = (x / 255 - mean) / std
         return x.reshape(len(x), -1)
+
+
+def source_ids(ids, positions) -> list[str]:
+    """The ids of the examples at ``positions``: ``ids`` entries, else the position itself."""
+    return [str(p) if ids is None else str(ids[p]) for p in positions]
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:

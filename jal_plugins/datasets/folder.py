@@ -37,17 +37,20 @@ def list_images(root: Path) -> tuple[list[str], list[str]]:
 
 
 def imagefolder(path: str, size: int | None = None, test_fraction: float = 0.2, split_seed: int = 0,
-                cache_dir: str | None = None) -> ArrayDataset:  # fmt: skip
+                cache_dir: str | None = None, corrections: str | None = None) -> ArrayDataset:  # fmt: skip
     """Images in class sub-folders of ``path``, resized to ``size`` (default: their own size when all are
     square and alike, else 32), colour or grayscale as they are; a stratified ``test_fraction`` held out.
 
     Decoded images are cached in ``cache_dir`` (see ``jal_plugins.datasets.cache``), keyed by the
     relative paths, sizes and modification times of the files and by ``size``: a second load only
-    lists and stats the files.
+    lists and stats the files. ``corrections``: a reviewed ``decisions.csv`` relabels and drops
+    examples (``jal_plugins.datasets.corrections``); the files themselves are left as they are.
     """
+    from jal_plugins.datasets.corrections import read
     from jal_plugins.datasets.images import load_images
     from jal_plugins.datasets.labelled import check_classes, split_dataset
 
+    decisions = None if corrections is None else read(corrections)
     root = Path(path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"imagefolder: folder {str(path)!r} does not exist")
@@ -59,4 +62,5 @@ def imagefolder(path: str, size: int | None = None, test_fraction: float = 0.2, 
     x, kept = load_images("imagefolder", key, lambda: [root / f for f in files], files, size, where, cache_dir)
     code = {name: k for k, name in enumerate(classes)}
     labels = np.asarray([code[files[row].split("/", 1)[0]] for row in kept], np.int64)
-    return split_dataset(root.name, x, labels, classes, test_fraction, split_seed, positions=kept, ids=files)
+    return split_dataset(root.name, x, labels, classes, test_fraction, split_seed, positions=kept, ids=files,
+                         corrections=decisions)  # fmt: skip

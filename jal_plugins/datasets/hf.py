@@ -75,8 +75,9 @@ def _images(parts, names: list[str], column: str, ids: list[str], size, where: s
 
 def hf(path: str, name: str | None = None, revision: str | None = None, split: str | None = None, data_files=None,
        image_column: str | None = None, label_column: str | None = None, feature_columns=None,
-       test_split: str | None = None, test_fraction: float | None = None, split_seed: int = 0, size: int | None = None,
-       cache_dir: str | None = None) -> ArrayDataset:  # fmt: skip
+       text_column: str | None = None, max_features: int | None = None, test_split: str | None = None,
+       test_fraction: float | None = None, split_seed: int = 0, size: int | None = None, cache_dir: str | None = None,
+       corrections: str | None = None) -> ArrayDataset:  # fmt: skip
     """A dataset through ``datasets.load_dataset``: a Hub id (pin ``revision``; ``name`` is the config), a
     local dataset folder (also one written by ``save_to_disk``), or ``data_files`` / a single parquet,
     arrow, CSV or JSON file.
@@ -85,14 +86,19 @@ def hf(path: str, name: str | None = None, revision: str | None = None, split: s
     ``test`` when there is one), else a stratified ``test_fraction`` (default 0.2) of ``split``.
     ``label_column`` defaults to the only ``ClassLabel`` column, else ``label``; ``image_column`` to
     the only ``Image`` column. Without an image column the examples are the numeric
-    ``feature_columns`` (default: every other column), standardised with the training statistics.
-    Images are resized to ``size`` like an image folder's. With ``HF_HUB_OFFLINE=1`` only local or
-    cached copies load. ``cache_dir`` holds the ``datasets`` cache and the decoded images.
+    ``feature_columns`` (default: every other column; a column of same-length vectors, such as
+    embeddings, gives a feature per element), standardised with the training statistics; with
+    ``text_column`` the TF-IDF of its texts, as ``table``'s. Images are resized to ``size`` like an
+    image folder's. ``corrections``: a reviewed ``decisions.csv`` relabels and drops examples
+    (``jal_plugins.datasets.corrections``). With ``HF_HUB_OFFLINE=1`` only local or cached copies
+    load. ``cache_dir`` holds the ``datasets`` cache and the decoded images.
     """
+    from jal_plugins.datasets.corrections import read
     from jal_plugins.datasets.hub import load_hub
     from jal_plugins.datasets.labelled import dataset, split_dataset
-    from jal_plugins.datasets.table import feature_columns_of, features, labels, require_column
+    from jal_plugins.datasets.table import inputs, labels, require_column
 
+    decisions = None if corrections is None else read(corrections)
     loaded = load_hub(path, name=name, revision=revision, data_files=data_files, cache_dir=cache_dir)
     splits = dict(loaded) if isinstance(loaded, dict) else {"train": loaded}
     where = f"dataset {str(path)!r}"
@@ -100,24 +106,27 @@ def hf(path: str, name: str | None = None, revision: str | None = None, split: s
     names = [split] + ([test_split] if test_split else [])
     parts = [splits[s] for s in names]
     label_column = label_column or _default_label(parts[0], where)
-    image_column = _image_column(parts[0], image_column, where)
+    if text_column is not None and image_column is not None:
+        raise ValueError(f"give image_column or text_column, not both (image_column={image_column!r}, "
+                         f"text_column={text_column!r})")  # fmt: skip
+    image_column = None if text_column else _image_column(parts[0], image_column, where)
     for ds, part in zip(parts, names):
         at = f"{where} split {part!r}"
         require_column(ds, label_column, "label_column", at)
-        if image_column is None:
-            columns = feature_columns_of(ds, label_column, feature_columns, at)
-        else:
+        if image_column is not None:
             require_column(ds, image_column, "image_column", at)
     ids = [f"{part}/{row}" for ds, part in zip(parts, names) for row in range(len(ds))]
     y, classes = labels(parts, label_column, where)
+    options = {"ids": ids, "corrections": decisions}
     if image_column is not None:
         x, kept = _images(parts, names, image_column, ids, size, where, cache_dir)
     else:
-        x, kept = features(parts, columns, where), np.arange(len(ids))
+        x, made = inputs(parts, label_column, feature_columns, text_column, max_features, where)
+        kept, options = np.arange(len(ids)), {**options, **made}
     y = y[kept]
     dataset_name = str(path).rstrip("/").rsplit("/", 1)[-1]
     if test_split is None:
-        return split_dataset(dataset_name, x, y, classes, test_fraction, split_seed, positions=kept, ids=ids)
+        return split_dataset(dataset_name, x, y, classes, test_fraction, split_seed, positions=kept, **options)
     train = kept < len(parts[0])
     return dataset(dataset_name, x[train], y[train], x[~train], y[~train], classes, train_index=kept[train],
-                   test_index=kept[~train], ids=ids)  # fmt: skip
+                   test_index=kept[~train], **options)  # fmt: skip

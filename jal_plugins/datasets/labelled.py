@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from jal_plugins.checks import integer, probability
-from jal_plugins.datasets.arrays import ArrayDataset
+from jal_plugins.datasets.arrays import ArrayDataset, source_ids
 
 
 def _missing(value) -> bool:
@@ -59,29 +59,42 @@ def split_rows(labels: np.ndarray, test_fraction: float, seed: int, names: list[
     return np.sort(train), np.sort(test)
 
 
-def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+def standardize(train: np.ndarray, test: np.ndarray) -> list[np.ndarray]:
     """Float features standardised with the training rows' mean and std (a constant column is centred only)."""
+    train, test = train.astype(np.float64), test.astype(np.float64)
     mean = train.mean(0)
     std = train.std(0)
     std = np.where(std > 0, std, 1.0)
-    return [((x - mean) / std).astype(np.float32) for x in (train, *others)]
+    return [((x - mean) / std).astype(np.float32) for x in (train, test)]
 
 
 def dataset(name: str, x_train, y_train, x_test, y_test, class_names: list[str], *, train_index=None, test_index=None,
-            ids=None) -> ArrayDataset:  # fmt: skip
-    """An ``ArrayDataset`` of examples; float features standardised with the training statistics."""
+            ids=None, corrections=None, featurize=standardize, texts=None) -> ArrayDataset:  # fmt: skip
+    """An ``ArrayDataset`` of examples. ``corrections`` (a ``corrections.Corrections``) relabel and drop
+    rows first, so the features are made from the rows kept: ``featurize(x_train, x_test)`` (default:
+    float features standardised with the training statistics; images stay as they are).
+
+    ``texts[position]``: the raw text of each example, when ``featurize`` makes features of texts.
+    """
+    summary = None
+    if corrections is not None:  # the split stays that of the source's labels: the same test examples
+        n = len(y_train)
+        index = np.concatenate([train_index, test_index])
+        labels, keep, summary = corrections.apply(source_ids(ids, index), np.concatenate([y_train, y_test]), class_names)
+        x_train, y_train, train_index = x_train[keep[:n]], labels[:n][keep[:n]], train_index[keep[:n]]
+        x_test, y_test, test_index = x_test[keep[n:]], labels[n:][keep[n:]], test_index[keep[n:]]
     if x_train.dtype != np.uint8:
-        x_train, x_test = standardize(x_train.astype(np.float64), x_test.astype(np.float64))
+        x_train, x_test = featurize(x_train, x_test)
     return ArrayDataset(name, x_train, y_train, x_test, y_test, len(class_names), train_index=train_index,
                         test_index=test_index, class_names=list(class_names),
-                        ids=None if ids is None else np.asarray(ids))  # fmt: skip
+                        ids=None if ids is None else np.asarray(ids), texts=texts, corrections=summary)  # fmt: skip
 
 
 def split_dataset(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str], test_fraction: float,
-                  seed: int, *, positions=None, ids=None) -> ArrayDataset:  # fmt: skip
+                  seed: int, *, positions=None, **options) -> ArrayDataset:  # fmt: skip
     """Examples of a source without a test split, split by ``split_rows``; ``positions``: each row's
-    position in the source (default: its row number)."""
+    position in the source (default: its row number); ``options`` as ``dataset``'s."""
     positions = np.arange(len(labels)) if positions is None else np.asarray(positions)
     train, test = split_rows(labels, test_fraction, seed, class_names)
     return dataset(name, x[train], labels[train], x[test], labels[test], class_names, train_index=positions[train],
-                   test_index=positions[test], ids=ids)  # fmt: skip
+                   test_index=positions[test], **options)  # fmt: skip
