@@ -16,7 +16,8 @@ precision and recall of the flagged set, precision (= recall = F1) among the wor
 there are wrong labels, and wall seconds (the audit: the whole command, cold cache; an anchor: its
 cross-validation and cleanlab). ``--json FILE`` writes every row.
 
-Sources: ``digits`` (scikit-learn's 1,797 as a 64-column CSV, 20 % symmetric noise), ``fashion-sym``
+Sources: ``digits`` (scikit-learn's 1,797 as a 64-column CSV, 20 % symmetric noise), ``embeddings``
+(the Fashion-MNIST images below as 512-d vectors in a parquet list column), ``fashion-sym``
 and ``fashion-asym`` (5,000 Fashion-MNIST training images, 20 % symmetric / asymmetric noise;
 ``apt-get install dataset-fashion-mnist``), ``cifar10n-worst`` and ``cifar10n-aggre`` (the 5,170
 exact CIFAR-10 images of ``cifar10-exact-subset.npz`` with their CIFAR-10N labels).
@@ -86,8 +87,17 @@ def _cifar10n(label: str):
     return load
 
 
+def embeddings(args):
+    """Fashion-MNIST as 512-d vectors (a fixed random projection of the pixels, standing in for a
+    pretrained model's embeddings), 20 % symmetric noise: a parquet file with a list column."""
+    features, _, clean, given, names = _fashion("symmetric", exact=False)(args)
+    projection = np.random.default_rng(12345).standard_normal((features.shape[1], 512)) / np.sqrt(features.shape[1])
+    return (features @ projection).astype(np.float32), None, clean, given, names
+
+
 SOURCES = {
     "digits": digits,
+    "embeddings": embeddings,
     "fashion-sym": _fashion("symmetric", exact=False),
     "fashion-asym": _fashion("asymmetric", mapping=FASHION_FLIPS, exact=False),
     "cifar10n-worst": _cifar10n("worse_label"),
@@ -95,8 +105,19 @@ SOURCES = {
 }
 
 
+def folder_name(name: str) -> str:
+    return name.replace("/", "_").replace(" ", "_")
+
+
 def write_source(work: Path, features, images, given, names) -> tuple[list[str], callable]:
     """The source as a user holds it: the dataset options of ``audit``, and ``id -> row`` of its ids."""
+    if images is None and features.shape[1] > 256:  # many columns: one list column of a parquet file, as embeddings come
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = work / "embeddings.parquet"
+        pq.write_table(pa.table({"label": [names[g] for g in given], "embedding": list(features)}), path)
+        return ["--dataset", "table", "--dataset-param", f"path={path}", "--dataset-param", "label_column=label"], int
     if images is None:
         path = work / "table.csv"
         with open(path, "w", newline="") as fh:
@@ -108,7 +129,7 @@ def write_source(work: Path, features, images, given, names) -> tuple[list[str],
 
     root = work / "images"
     for i, (image, label) in enumerate(zip(images, given)):
-        folder = root / names[label].replace("/", "_").replace(" ", "_")
+        folder = root / folder_name(names[label])
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(folder / f"{i:05d}.png")
     return ["--dataset", "imagefolder", "--dataset-param", f"path={root}"], lambda i: int(Path(i).stem)
@@ -146,7 +167,7 @@ def run_audit(work: Path, options: list[str], row_of, given_names, wrong, extra:
         quality = np.empty(len(wrong))
         quality[rows] = f["label_quality"]
         written = np.asarray(summary["classes"])[f["given"]]
-        assert np.array_equal(given_names[rows], written), "the audit's labels are not the ones written"
+        assert all(folder_name(a) == folder_name(b) for a, b in zip(given_names[rows], written)), "labels differ"
     with open(out / "label_issues.csv", newline="") as fh:
         flagged = np.asarray([row_of(r["id"]) for r in csv.DictReader(fh)], dtype=np.int64)
     estimate = summary.get("estimated_issues")
@@ -184,18 +205,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--anchors", default="logistic,mlp,hist-gb", help="comma-separated; '' for the audit only")
     parser.add_argument("--json", help="write every row to this file")
+    parser.add_argument("--keep", help="keep each source's files and audit under KEEP/SOURCE (default: deleted)")
     args = parser.parse_args(argv)
     rows = []
     for source in args.sources:
         features, images, clean, given, names = SOURCES[source](args)
         wrong = clean != given
         with tempfile.TemporaryDirectory(prefix=f"audit-{source}-") as tmp:
-            options, row_of = write_source(Path(tmp), features, images, given, names)
-            results = [run_audit(Path(tmp), options, row_of, np.asarray(names)[given], wrong, extra)]
+            work = Path(args.keep) / source if args.keep else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            options, row_of = write_source(work, features, images, given, names)
+            if args.keep:
+                np.savez(work / "truth.npz", clean=clean, given=given)
+            results = [run_audit(work, options, row_of, np.asarray(names)[given], wrong, extra)]
+            print(json.dumps(results[0]), flush=True)
         results += [run_anchor(a, features, given, wrong) for a in filter(None, args.anchors.split(","))]
         for r in results:
             rows.append({"source": source, "examples": len(given), **r})
-            print(json.dumps(rows[-1]), flush=True)
+            if r["method"] != "audit":
+                print(json.dumps(rows[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     columns = ["source", "method", "auroc", "auprc", "flagged", "wrong", "precision", "recall", "f1@true count", "seconds"]

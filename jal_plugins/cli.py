@@ -270,10 +270,13 @@ def _audit_report(s: dict) -> str:
     names = s["classes"]
     lines = [
         f"{s['dataset']}: {s['examples']} labelled examples, {len(names)} classes; out-of-sample probabilities from "
-        f"{s['folds']} folds of {s['model']} trained with {s['loss']} for {s['epochs']} epochs"
+        f"{s['folds']} folds of {s['model']}" + (f" (x{s['ensemble']}, averaged)" if s["ensemble"] > 1 else "")
+        + f" trained with {s['loss']} for {s['epochs']} epochs"
         + (f"; a = {s['loss_params']['a']:g} chosen on held-out labels" if s.get("selection") else ""),
         f"label issues: {s['issues']} ({s['issues'] / s['examples']:.1%} of the examples), "
         f"worst first in {s['files']['csv']}",
+        "estimated wrong labels: {count} (95 % interval {interval[0]}–{interval[1]})".format(**s["estimated_issues"])
+        + f"; flagged: {'that many' if s['flag'] == 'auto' else s['flag']}, the worst-ranked",
         f"estimated noise rate: {s['estimated_noise_rate']:.1%}",
         "",
         _table([[c["class"], c["examples"], c["issues"], f"{c['noise_rate']:.1%}"] for c in s["per_class"]],
@@ -316,7 +319,8 @@ def cmd_audit(args) -> int:
         bar.update(1)
 
     try:
-        summary = audit(job, out, folds, progress=progress if sys.stderr.isatty() and not args.json else None)
+        summary = audit(job, out, folds, progress=progress if sys.stderr.isatty() and not args.json else None,
+                        ensemble=args.ensemble, flag=args.flag)  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
@@ -433,6 +437,10 @@ def build_parser() -> Parser:
     p.add_argument("--loss", help="registered loss of the fold networks (default: registry.toml [audit], jal-ce)")
     p.add_argument("--folds", type=_arg(lambda v: checks.integer("folds", v, low=2)),
                    help="cross-validation folds, trained as one stack (default: 5)")  # fmt: skip
+    p.add_argument("--ensemble", type=positive_int, help="networks a fold, their predictions averaged (default: 1)")
+    p.add_argument("--flag", default="auto",
+                   help="how many to flag, worst first: auto (the estimated number of wrong labels), a count N, "
+                        "or a fraction in (0, 1)")  # fmt: skip
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and their networks")
     _recipe_options(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

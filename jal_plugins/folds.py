@@ -17,6 +17,7 @@ from jal_plugins.checks import integer
 
 HOLDOUT = 0.2  # held out by a single split (k = 1)
 FOLD_SEED = 200_003  # seed offset of fold networks, apart from any run's own seed
+ENSEMBLE_STRIDE = 1_000  # seed offset between the networks of one fold (more folds than this: never)
 
 
 def check_folds(folds) -> int:
@@ -109,13 +110,17 @@ class OutOfFold:
                 for i, (_, held) in enumerate(pairs)]  # fmt: skip
 
     def probabilities(self, data) -> np.ndarray:
-        """``(N, K)`` out-of-fold probabilities of ``data``'s rows, each from the network that held it out
-        (a row none held out, its class seen once, keeps its own label)."""
+        """``(N, K)`` out-of-fold probabilities of ``data``'s rows: the mean over the networks that held
+        each row out (a row none held out, its class seen once, keeps its own label)."""
         held = self.held_out(data)
-        out = np.eye(held[0][1].shape[1])[data.y.cpu().numpy()]
+        total = np.zeros((len(data.y), held[0][1].shape[1]))
+        count = np.zeros(len(data.y))
         for rows, z in held:
-            out[rows] = torch.softmax(z.double(), 1).cpu().numpy()
-        return out
+            total[rows] += torch.softmax(z.double(), 1).cpu().numpy()
+            count[rows] += 1
+        alone = count == 0
+        total[alone] = np.eye(total.shape[1])[data.y.cpu().numpy()[alone]]
+        return total / np.maximum(count, 1)[:, None]
 
     def logits(self, data) -> torch.Tensor:
         return self.stacks.logits(data)
@@ -155,14 +160,19 @@ def fold_divergence(folds: int):
     return raise_divergence(lambda f: f"fold {f + 1} of {folds}")
 
 
-def fold_networks(context, folds: int, loss: str | None = None, epochs: int | None = None) -> OutOfFold:
-    """``folds`` fresh networks of ``context``'s run (with ``loss``, default the run's; ``epochs``,
-    default the recipe's), to cross-fit on the labels they will be given; stacks of the measured size."""
+def fold_networks(context, folds: int, loss: str | None = None, epochs: int | None = None,
+                  ensemble: int = 1) -> OutOfFold:  # fmt: skip
+    """``folds`` × ``ensemble`` fresh networks of ``context``'s run (with ``loss``, default the run's;
+    ``epochs``, default the recipe's), to cross-fit on the labels they will be given: ``ensemble``
+    differently initialised networks per fold, whose predictions ``probabilities`` averages; stacks of
+    the measured size."""
     from jal_plugins.autostack import measured_stacks
 
-    parts = [context.parts(loss, FOLD_SEED + f, **({"epochs": epochs} if epochs else {})) for f in range(folds)]
+    integer("ensemble", ensemble, low=1)
+    changes = {"epochs": epochs} if epochs else {}
+    parts = [context.parts(loss, FOLD_SEED + f + ENSEMBLE_STRIDE * e, **changes) for e in range(ensemble) for f in range(folds)]
     stacks = measured_stacks(parts, context.device, context.input_shape)
-    return OutOfFold(stacks, folds, [context.seed] * folds, list(range(folds)))
+    return OutOfFold(stacks, folds, [context.seed] * len(parts), list(range(folds)) * ensemble)
 
 
 def estimate_noise_rate(context, data, folds: int = 3) -> float:

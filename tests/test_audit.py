@@ -124,10 +124,16 @@ def test_audit_of_a_table_names_rows_and_charts_issues_per_class(tmp_path, cli, 
     env, _ = isolated
     out = tmp_path / "audit"
     done = cli("audit", "--dataset", "table", "--dataset-param", f"path={path}", "--dataset-param", "label_column=digit",
-               "--batch-size", 32, "--epochs", 20, "--loss-param", "a=16", "--out", out, "--json", env=env)  # fmt: skip
+               "--batch-size", 32, "--epochs", 20, "--loss-param", "a=16", "--ensemble", 2, "--out", out, "--json",
+               env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["selection"] is None and summary["loss_params"]["a"] == 16  # a fixed: nothing to choose
+    assert summary["ensemble"] == 2 and summary["flag"] == "auto"
+    # auto flags as many as the confident joint counts, which lies in its interval and near the truth
+    estimate = summary["estimated_issues"]
+    assert summary["issues"] == estimate["count"] and estimate["interval"][0] <= estimate["count"] <= estimate["interval"][1]
+    assert abs(estimate["count"] - flipped.sum()) <= 0.2 * flipped.sum()
     assert summary["model"] == "mlp" and summary["classes"] == sorted(names.tolist())
     _, rows = _rows(out / "label_issues.csv")
     assert all(r["id"] == r["index"] and names[given[int(r["index"])]] == r["given_label"] for r in rows)
@@ -173,6 +179,37 @@ def test_bad_input_is_one_line_naming_the_file_or_column(tmp_path, cli, make, pa
 def test_audit_option_errors(tmp_path, cli):
     _assert_refused(cli("audit", "--dataset", "digits", "--folds", 1, "--out", tmp_path), "folds must be an integer >= 2")
     _assert_refused(cli("audit", "--dataset", "digits", "--loss", "nope", "--out", tmp_path), "unknown loss 'nope'")
+    _assert_refused(cli("audit", "--dataset", "digits", "--ensemble", 0, "--out", tmp_path), "argument --ensemble: value must be an integer >= 1, got value=0")
+    for flag, message in [("0", "--flag 0: a count must be at least 1"), ("1.5", "--flag 1.5: a fraction must lie in (0, 1)"),
+                          ("1.0", "--flag 1.0: a fraction"), ("many", "--flag must be auto, a count or a fraction in (0, 1), got 'many'"),
+                          ("1798", "--flag 1798: more than the 1797 examples of the source")]:  # fmt: skip
+        _assert_refused(cli("audit", "--dataset", "digits", "--flag", flag, "--out", tmp_path / "o"), message)
+    assert not (tmp_path / "o" / "audit-checkpoint.pt").exists()  # refused before any training
+
+
+def test_flag_a_count_or_a_fraction_of_the_same_ranking(tmp_path, cli):
+    out = tmp_path / "audit"
+    args = ["audit", "--dataset", "digits", "--model", "mlp", "--epochs", 3, "--folds", 3, "--out", out, "--json"]
+    counted = cli(*args, "--flag", 25)
+    assert counted.returncode == 0, counted.stderr
+    _, rows = _rows(out / "label_issues.csv")
+    assert len(rows) == 25 and json.loads(counted.stdout)["flag"] == 25
+    fraction = cli(*args, "--flag", 0.05)  # resumed from the checkpoint: the same probabilities
+    assert fraction.returncode == 0, fraction.stderr
+    _, more = _rows(out / "label_issues.csv")
+    assert len(more) == round(0.05 * 1797) and more[:25] == rows
+    # the hand-off to cleanlab's Datalab: pred_probs.npz is aligned to the source rows
+    probs = np.load(out / "pred_probs.npz")
+    quality = probs["label_quality"][np.searchsorted(probs["index"], [int(r["index"]) for r in more])]
+    assert list(quality) == sorted(quality) and list(probs["id"]) == [str(i) for i in probs["index"]]
+    from cleanlab import Datalab
+    from sklearn.datasets import load_digits
+
+    lab = Datalab({"label": probs["given"]}, label_name="label", verbosity=0)
+    lab.find_issues(pred_probs=probs["pred_probs"], features=load_digits().data[probs["index"]],
+                    issue_types={"label": {}, "outlier": {}, "near_duplicate": {}})  # fmt: skip
+    np.testing.assert_allclose(lab.get_issues("label")["label_score"], probs["label_quality"], rtol=1e-5)
+    assert {"outlier", "near_duplicate"} <= set(lab.get_issue_summary()["issue_type"])
 
 
 def test_audit_of_an_hf_dataset_covers_both_of_its_splits(tmp_path, cli, isolated):

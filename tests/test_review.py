@@ -166,6 +166,13 @@ def test_review_page_of_a_real_audit(browser, digit_folder, cli, env, tmp_path):
     assert page.locator("#decided").inner_text() == f"decided 4 of {len(rows)}"
     assert _export(page, tmp_path) == (HEADER, expected)
     assert not errors and all(u.startswith(("file:", "data:", "blob:")) for u in requests), (errors, requests)
+    # the exported file is what a run trains on: two labels changed, one example gone
+    run = cli("run", "--dataset", "imagefolder", "--dataset-param", f"path={root}", "--dataset-param",
+              f"corrections={tmp_path / 'decisions.csv'}", "--noise", "none", "--loss", "ce", "--epochs", 1,
+              "--out", tmp_path / "runs", "--json", env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout)[0]
+    assert record["corrections"] == {"file": str((tmp_path / "decisions.csv").resolve()), "relabelled": 2, "dropped": 1}
 
 
 def test_export_quotes_awkward_names_and_undo_forgets(browser, tmp_path):
