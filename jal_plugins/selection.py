@@ -188,6 +188,18 @@ def _describe(table: dict | None) -> str:
 TAU = (0.5, 4.0)  # a few hundred held-out labels do not justify a temperature outside this range
 
 
+def label_keep_rate(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray | float:
+    """How often the ``labels`` agree with the more confident half of the predictions ``probs``: those
+    are nearly always right, so their disagreements are the noise. ``rows`` (B, N) of resampled row
+    indices give B rates at once."""
+    confidence, agree = probs.max(1), probs.argmax(1) == np.asarray(labels)
+    if rows is None:
+        return float(agree[confidence >= np.median(confidence)].mean())
+    confidence, agree = confidence[rows], agree[rows]
+    confident = confidence >= np.median(confidence, axis=1, keepdims=True)
+    return (agree & confident).sum(1) / confident.sum(1)
+
+
 def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> tuple[float, float]:
     """``(τ, noise rate)``: the temperature under which the top-label confidences best explain the
     noisy held-out ``labels``, and the noise rate estimated on the way.
@@ -204,10 +216,9 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> tuple[float, fl
     from scipy.optimize import minimize_scalar
 
     z = logits.detach().double().cpu()
-    confidence, pred = torch.softmax(z, 1).max(1)
-    agree = (pred.numpy() == np.asarray(labels))
-    confident = (confidence >= confidence.median()).numpy()
-    keep = float(agree[confident].mean())
+    probs = torch.softmax(z, 1).numpy()
+    agree = probs.argmax(1) == np.asarray(labels)
+    keep = label_keep_rate(probs, labels)
     k = z.shape[1]
     other = (1 - keep) / (k - 1)
     if keep <= 1 / k:  # labels no better than chance, even where the model is sure: nothing to fit

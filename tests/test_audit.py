@@ -124,12 +124,12 @@ def test_audit_of_a_table_names_rows_and_charts_issues_per_class(tmp_path, cli, 
     env, _ = isolated
     out = tmp_path / "audit"
     done = cli("audit", "--dataset", "table", "--dataset-param", f"path={path}", "--dataset-param", "label_column=digit",
-               "--batch-size", 32, "--epochs", 20, "--loss-param", "a=16", "--ensemble", 2, "--out", out, "--json",
-               env=env)  # fmt: skip
+               "--batch-size", 32, "--loss-param", "a=16", "--out", out, "--json", env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["selection"] is None and summary["loss_params"]["a"] == 16  # a fixed: nothing to choose
-    assert summary["ensemble"] == 2 and summary["flag"] == "auto"
+    # an MLP's audit defaults ([audit.models.mlp]): two networks a fold for 20 epochs
+    assert summary["ensemble"] == 2 and summary["epochs"] == 20 and summary["flag"] == "auto"
     # auto flags as many as the confident joint counts, which lies in its interval and near the truth
     estimate = summary["estimated_issues"]
     assert summary["issues"] == estimate["count"] and estimate["interval"][0] <= estimate["count"] <= estimate["interval"][1]
