@@ -5,8 +5,9 @@ training runs, not a reason to leave a label unchecked. Its probabilities come f
 never saw it: ``folds`` stratified folds, trained together as stacked runs (each fold with its own
 seed and training rows, all with the given labels; one stack, or several where that measures
 faster: ``autostack.measured_stacks``) through the run assembly of ``jal_plugins.job`` (the
-dataset's recipe, the loss and its preset). cleanlab's ``find_label_issues`` then flags the likely
-errors, ``get_label_quality_scores`` ranks them and its confident joint estimates the noise matrix.
+dataset's recipe, the loss and its preset), ``ensemble`` networks a fold averaged. cleanlab's
+``get_label_quality_scores`` ranks every label, the worst ``--flag`` are flagged (``auto``: as many as
+``estimate_issues`` counts wrong) and cleanlab's confident joint estimates the noise matrix.
 
 Files written to ``out`` (and nowhere else: data caches go to ``out/cache`` unless the dataset is
 given its own ``cache_dir``, matplotlib's font cache to ``out/cache/matplotlib`` unless
@@ -188,10 +189,10 @@ def estimate_issues(given: np.ndarray, pred_probs: np.ndarray, resamples: int = 
     with the networks' more confident half of predictions (``selection.label_keep_rate``), and a 95 %
     bootstrap interval over the examples (the probabilities held fixed).
 
-    Measured against the truth (``benchmarks/audit_vs_anchors.py``, BENCHMARKS.md), this count came
-    within 13 % where cleanlab's confident joint counted up to 1.32x the wrong labels (Fashion-MNIST:
+    Measured against the truth (``benchmarks/audit_counts.py``, BENCHMARKS.md), this count came
+    within 12 % where cleanlab's confident joint counted up to 1.32x the wrong labels (Fashion-MNIST:
     the networks' own confusions count as noise) and the joint of probabilities tempered to the noisy
-    labels down to 0.72x (digits, a sure network).
+    labels down to 0.81x (digits, a sure network).
     """
     from jal_plugins.selection import label_keep_rate
 
