@@ -10,13 +10,11 @@ dataset's recipe, the loss and its preset), ``ensemble`` networks a fold average
 ``estimate_issues`` counts wrong) and cleanlab's confident joint estimates the noise matrix.
 
 Files written to ``out`` (and nowhere else: data caches go to ``out/cache`` unless the dataset is
-given its own ``cache_dir``, matplotlib's font cache to ``out/cache/matplotlib`` unless
-``MPLCONFIGDIR`` is set):
+given its own ``cache_dir``):
 
 - ``label_issues.csv``: the flagged examples only, worst first: ``index`` (position in the source),
   ``id`` (relative path, ``SPLIT/ROW`` or row number), ``given_label``, ``suggested_label`` (class
   names), ``label_quality`` (cleanlab's self-confidence: the probability of the given label).
-- ``label_issues.png``: the top suspects with "given → suggested" (images), or issues per class (tables).
 - ``report.html``: every suspect to review in a browser, decisions exported as ``decisions.csv``
   (``jal_plugins.review``).
 - ``audit.json``: the summary; ``pred_probs.npz``: ``index``, ``id``, ``given``, ``label_quality``
@@ -38,7 +36,6 @@ import numpy as np
 from jal_plugins.job import Job
 
 CHECKPOINT = "audit-checkpoint.pt"
-GRID = 36  # suspect images in label_issues.png
 TOP = 10  # issues in the summary
 
 
@@ -260,10 +257,13 @@ def audit(job: Job, out, folds: int | None = None, progress=None, *, ensemble: i
     rows = [{"index": int(index[r]), "id": i, "given_label": names[given[r]], "suggested_label": names[suggested[r]],
              "label_quality": float(f"{quality[r]:.6g}")} for r, i in zip(flagged, ids)]  # fmt: skip
     _write_csv(out / "label_issues.csv", rows)
-    texts = data.example_texts(index[flagged]) if data.texts is not None else [None] * len(rows)
+    if data.texts is not None:  # the page shows each suspect's text, not its TF-IDF
+        texts, shown = data.example_texts(index[flagged]), None
+    else:
+        texts, shown = [None] * len(rows), data.source_values(x[flagged])
     html = write_review(out / "report.html", title=f"{job.dataset} {job.dataset_params.get('path') or ''}".strip(),
                         audit_key=f"{_digest(x, given)} {out.resolve()}", names=names,
-                        rows=[{**r, "text": t} for r, t in zip(rows, texts)], inputs=x[flagged], noise_matrix=matrix,
+                        rows=[{**r, "text": t} for r, t in zip(rows, texts)], inputs=shown, noise_matrix=matrix,
                         summary={"examples": len(given), "estimated_noise_rate": noise_rate,
                                  "estimated_wrong_labels": "{count} ({interval[0]}–{interval[1]})".format(**estimate)})  # fmt: skip
     order = np.argsort(index, kind="stable")
@@ -272,10 +272,6 @@ def audit(job: Job, out, folds: int | None = None, progress=None, *, ensemble: i
     atomic_write(out / "pred_probs.npz", lambda p: write_npz(p, arrays))
     counts = np.bincount(given, minlength=len(names))
     issues = np.bincount(given[flagged], minlength=len(names))
-    if data.is_image:
-        chart = suspects_chart(out / "label_issues.png", x[flagged[:GRID]], rows[:GRID])
-    else:
-        chart = issues_chart(out / "label_issues.png", names, issues)
     resolved = job.resolved()
     loss_params = resolved.loss_params if selection is None else {**resolved.loss_params, **selection["chosen"]["loss_params"]}
     summary = {
@@ -289,57 +285,9 @@ def audit(job: Job, out, folds: int | None = None, progress=None, *, ensemble: i
         "per_class": [{"class": n, "examples": int(c), "issues": int(i), "noise_rate": float(1 - matrix[k, k])}
                       for k, (n, c, i) in enumerate(zip(names, counts, issues))],
         "noise_matrix": matrix.tolist(), "top": rows[:TOP],
-        "files": {"csv": str(out / "label_issues.csv"), "png": None if chart is None else str(chart),
+        "files": {"csv": str(out / "label_issues.csv"),
                   "pred_probs": str(out / "pred_probs.npz"), "html": str(html)},
         "seconds": time.perf_counter() - start,
     }  # fmt: skip
     atomic_write(out / "audit.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
     return summary
-
-
-def suspects_chart(path: Path, images: np.ndarray, rows: list[dict]) -> Path | None:
-    """A grid of the suspect images (uint8 NCHW), "given → suggested" under each; None without matplotlib."""
-    from jal_plugins.report import atomic_write, pyplot
-
-    plt = pyplot(path.parent / "cache")
-    if plt is None:
-        return None
-    cols = 6
-    lines = max(1, -(-len(rows) // cols))
-    fig, axes = plt.subplots(lines, cols, figsize=(cols * 1.6, lines * 1.9), squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.axis("off")
-    for ax, image, row in zip(axes.flat, images, rows):
-        ax.axis("on")
-        gray = image.shape[0] == 1
-        ax.imshow(image[0] if gray else image.transpose(1, 2, 0), cmap="gray" if gray else None, vmin=0, vmax=255)
-        ax.set_xlabel(f"{row['given_label']} → {row['suggested_label']}", fontsize=7)
-        ax.set_title(str(row["id"])[-24:], fontsize=6)
-    if not rows:
-        fig.suptitle("no label issues found", fontsize=9)
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
-    return path
-
-
-def issues_chart(path: Path, names: list[str], issues: np.ndarray) -> Path | None:
-    """Label issues per given class as bars; None without matplotlib."""
-    from jal_plugins.report import atomic_write, pyplot
-
-    plt = pyplot(path.parent / "cache")
-    if plt is None:
-        return None
-    fig, ax = plt.subplots(figsize=(1.5 + 0.4 * len(names), 3.5))
-    ax.bar(range(len(names)), issues)
-    tilt = len(names) > 6
-    ax.set_xticks(range(len(names)), names, rotation=45 if tilt else 0, ha="right" if tilt else "center", fontsize=8)
-    ax.set_ylabel("label issues")
-    ax.set_xlabel("given label")
-    ax.set_title(f"{int(issues.sum())} label issues per given class", fontsize=9)
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
-    return path

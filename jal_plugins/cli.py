@@ -293,8 +293,6 @@ def _audit_report(s: dict) -> str:
     if s["top"]:
         rows = [[r["index"], r["id"], r["given_label"], r["suggested_label"], r["label_quality"]] for r in s["top"]]
         lines += [f"worst {len(rows)}:", _table(rows, ["index", "id", "given", "suggested", "label quality"]), ""]
-    png = s["files"]["png"]
-    lines.append(f"chart: {png}" if png else "chart skipped: pip install 'jal-plugins[plot]' for matplotlib")
     lines.append(f"review page: {s['files']['html']} (open it in a browser; decisions export as decisions.csv)")
     return "\n".join(lines)
 
@@ -444,7 +442,7 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and their networks")
     _recipe_options(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--out", required=True, help="folder for label_issues.csv/.png, audit.json, pred_probs.npz, the "
+    p.add_argument("--out", required=True, help="folder for label_issues.csv, report.html, audit.json, pred_probs.npz, the "
                    "checkpoint (rerun to resume) and the data cache (out/cache)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_audit)

@@ -29,6 +29,7 @@ class ArrayDataset:
     ids: np.ndarray | None = None  # ids[position]: what the source calls that example (a relative path)
     texts: np.ndarray | None = None  # texts[position]: the raw text behind a text column's features
     corrections: dict | None = None  # what a corrections file changed: {"file", "relabelled", "dropped"}
+    scale: tuple | None = None  # (mean, std) a table's features were standardised with (source_values)
 
     def __post_init__(self):
         for split in ("train", "test"):
@@ -81,6 +82,13 @@ class ArrayDataset:
         if self.texts is None:
             raise ValueError(f"{self.name} has no texts: its features do not come from a text_column")
         return [str(self.texts[p]) for p in positions]
+
+    def source_values(self, x: np.ndarray) -> np.ndarray:
+        """Rows of this dataset's features as the source gave them (a table's, before standardising)."""
+        if self.scale is None:
+            return x
+        mean, std = self.scale
+        return x * std + mean
 
     def features(self) -> np.ndarray:
         """Flattened, normalised training inputs (for instance-dependent noise)."""

@@ -59,20 +59,22 @@ def split_rows(labels: np.ndarray, test_fraction: float, seed: int, names: list[
     return np.sort(train), np.sort(test)
 
 
-def standardize(train: np.ndarray, test: np.ndarray) -> list[np.ndarray]:
-    """Float features standardised with the training rows' mean and std (a constant column is centred only)."""
+def standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Float features standardised with the training rows' mean and std (a constant column is centred
+    only), and that ``(mean, std)``."""
     train, test = train.astype(np.float64), test.astype(np.float64)
     mean = train.mean(0)
     std = train.std(0)
     std = np.where(std > 0, std, 1.0)
-    return [((x - mean) / std).astype(np.float32) for x in (train, test)]
+    return ((train - mean) / std).astype(np.float32), ((test - mean) / std).astype(np.float32), (mean, std)
 
 
 def dataset(name: str, x_train, y_train, x_test, y_test, class_names: list[str], *, train_index=None, test_index=None,
             ids=None, corrections=None, featurize=standardize, texts=None) -> ArrayDataset:  # fmt: skip
     """An ``ArrayDataset`` of examples. ``corrections`` (a ``corrections.Corrections``) relabel and drop
-    rows first, so the features are made from the rows kept: ``featurize(x_train, x_test)`` (default:
-    float features standardised with the training statistics; images stay as they are).
+    rows first, so the features are made from the rows kept: ``featurize(x_train, x_test)`` gives
+    ``(train, test, scale)`` (default: float features standardised with the training statistics,
+    ``scale`` their ``(mean, std)``, or None; images stay as they are).
 
     ``texts[position]``: the raw text of each example, when ``featurize`` makes features of texts.
     """
@@ -83,11 +85,12 @@ def dataset(name: str, x_train, y_train, x_test, y_test, class_names: list[str],
         labels, keep, summary = corrections.apply(source_ids(ids, index), np.concatenate([y_train, y_test]), class_names)
         x_train, y_train, train_index = x_train[keep[:n]], labels[:n][keep[:n]], train_index[keep[:n]]
         x_test, y_test, test_index = x_test[keep[n:]], labels[n:][keep[n:]], test_index[keep[n:]]
+    scale = None
     if x_train.dtype != np.uint8:
-        x_train, x_test = featurize(x_train, x_test)
+        x_train, x_test, scale = featurize(x_train, x_test)
     return ArrayDataset(name, x_train, y_train, x_test, y_test, len(class_names), train_index=train_index,
                         test_index=test_index, class_names=list(class_names),
-                        ids=None if ids is None else np.asarray(ids), texts=texts, corrections=summary)  # fmt: skip
+                        ids=None if ids is None else np.asarray(ids), texts=texts, corrections=summary, scale=scale)  # fmt: skip
 
 
 def split_dataset(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str], test_fraction: float,

@@ -30,16 +30,16 @@ def texts(values, column: str, what: str) -> np.ndarray:
 
 
 def tfidf(max_features: int):
-    """A ``featurize`` for ``labelled.dataset``: ``(train, test)`` texts -> TF-IDF float32 rows, the
-    vocabulary (the ``max_features`` most frequent terms) taken from the training texts."""
+    """A ``featurize`` for ``labelled.dataset``: ``(train, test)`` texts -> TF-IDF float32 rows (and no
+    ``scale``: the texts are shown instead), the vocabulary (the ``max_features`` most frequent terms) taken from the training texts."""
     from jal_plugins.checks import integer
 
     integer("max_features", max_features, low=1)
     return functools.partial(_tfidf, max_features)
 
 
-def _tfidf(max_features: int, train: np.ndarray, test: np.ndarray) -> list[np.ndarray]:
+def _tfidf(max_features: int, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, None]:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vectorizer = TfidfVectorizer(max_features=max_features, dtype=np.float32)
-    return [vectorizer.fit_transform(train).toarray(), vectorizer.transform(test).toarray()]
+    return vectorizer.fit_transform(train).toarray(), vectorizer.transform(test).toarray(), None
