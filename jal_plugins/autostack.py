@@ -2,9 +2,12 @@
 
 Stacking pays where a step is dominated by per-op overhead (small networks, GPUs) and can lose where
 it is compute-bound (a CPU's grouped convolutions are slower per FLOP than dense ones). So the probe
-times a few steps of the actual network, batch and device at R = 1, 2, 4, ..., stops at the first
-size clearly slower per run than the best (or where memory would run short), and keeps the smallest
-size within ``GAIN`` of the best time per run. ``Stacks`` trains runs as stacks of that size.
+times a few steps of the actual network, batch and device at R = 1, 2, 4, ... and at the number of
+runs itself, stops at the first size clearly slower per run than the best (or where memory would
+run short), and keeps, of the sizes whose stacks would train all the runs within ``GAIN`` of the
+fastest (the runs are cut into near-equal stacks, so 10 runs at size 4 train as 4 + 3 + 3), the
+smallest for the runner's units and the largest for ``Stacks``, which trains the stacks of one
+process one after another.
 """
 
 from __future__ import annotations
@@ -25,30 +28,31 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+PROBE_BATCHES = 2  # batches an epoch of the probe: real epochs, so the sampling and bookkeeping count
+
+
 def step_seconds(parts, inputs: torch.Tensor, runs: int, device, input_shape) -> float:
-    """Seconds per training step of a stack of ``runs`` copies of ``parts`` = (model, loss, config, seed)."""
+    """Seconds per training step of a stack of ``runs`` copies of ``parts`` = (model, loss, config, seed),
+    timed over whole epochs of ``PROBE_BATCHES`` batches like ``inputs``: a step costs its batch's
+    gathering and the epoch's accounting too, and those grow with the number of stacks, not of runs."""
     import copy
 
-    from jal_plugins.engine import Stack
+    from jal_plugins.engine import DeviceData, Stack
 
     model, loss, config, seed = parts
     stack = Stack([copy.deepcopy(model) for _ in range(runs)], [copy.deepcopy(loss) for _ in range(runs)],
                   [config] * runs, [seed + r for r in range(runs)], device, input_shape=input_shape)  # fmt: skip
-    xb = inputs.to(device).unsqueeze(0).expand(runs, *inputs.shape)
-    yb = torch.randint(0, 2, (runs, inputs.shape[0]), device=device, generator=torch.Generator(device=device).manual_seed(0))
-    stack.start_epoch()
-
-    def one():
-        stack.step(stack.per_sample(stack.forward(xb), yb).mean(1))
-
-    one()
+    x = inputs.repeat(PROBE_BATCHES, *[1] * (inputs.ndim - 1))
+    y = torch.randint(0, 2, (len(x),), generator=torch.Generator().manual_seed(0))
+    data = DeviceData(x, y, device)
+    stack.train_epoch(data)  # warm-up
     _sync(device)
-    steps, start = 0, time.perf_counter()
-    while steps < 3 or time.perf_counter() - start < PROBE_SECONDS:
-        one()
-        steps += 1
-        _sync(device)
-    return (time.perf_counter() - start) / steps
+    epochs, start = 0, time.perf_counter()
+    while epochs < 2 or time.perf_counter() - start < PROBE_SECONDS:
+        stack.train_epoch(data)
+        epochs += 1
+    _sync(device)
+    return (time.perf_counter() - start) / (epochs * PROBE_BATCHES)
 
 
 def bytes_per_run(parts, inputs: torch.Tensor) -> int:
@@ -87,7 +91,9 @@ def max_fitting(per_run: int, device) -> int:
     return max(1, int(0.7 * available_bytes(device) // max(per_run, 1)))
 
 
-def _measure(parts, inputs, limit: int, device, input_shape) -> int:
+def _measure(parts, inputs, limit: int, device, input_shape) -> dict[int, float]:
+    """Measured ``{stack size: seconds per run}`` up to ``limit`` runs (only 1 for a network that does
+    not stack)."""
     from jal_plugins.stack import NotStackable
 
     limit = min(limit, MAX_STACK, max_fitting(bytes_per_run(parts, inputs), device))
@@ -97,16 +103,15 @@ def _measure(parts, inputs, limit: int, device, input_shape) -> int:
         try:
             per_run[size] = step_seconds(parts, inputs, size, device, input_shape) / size
         except NotStackable:
-            return 1
+            return {1: per_run[1]}
         except torch.cuda.OutOfMemoryError:
             break
         # a plateau may come before a gain (an MLP on a CPU: 2 ~ 4, then 8 is 1.7x faster), so go
-        # on doubling until a size is clearly slower than the best, then take the smallest size
-        # whose time per run is within GAIN of the best
+        # on doubling until a size is clearly slower than the best
         if per_run[size] > SLOWER * min(per_run.values()):
             break
-        size *= 2
-    return best_size(per_run)
+        size = limit if size < limit < 2 * size else 2 * size
+    return per_run
 
 
 def stackable(parts_factory, device, input_shape) -> bool:
@@ -121,35 +126,46 @@ def stackable(parts_factory, device, input_shape) -> bool:
     return True
 
 
-def best_size(per_run: dict[int, float]) -> int:
-    """The smallest stack size whose seconds per run (``{size: seconds}``) are within ``GAIN`` of the best."""
-    best = min(per_run.values())
-    return min(r for r, seconds in per_run.items() if GAIN * seconds <= best)
+def best_size(per_run: dict[int, float], runs: int, fewest: bool = False) -> int:
+    """The smallest stack size (``fewest``: the largest) at which ``runs`` runs, cut into near-equal
+    stacks (``chunks``), train within ``GAIN`` of the fastest; ``per_run``: measured ``{size: seconds
+    per run}``, a stack of a size not measured counted at the largest measured size below it."""
+
+    def seconds(size: int) -> float:
+        return sum(len(c) * per_run[max(s for s in per_run if s <= len(c))] for c in chunks(range(runs), size))
+
+    totals = {size: seconds(size) for size in per_run if size <= runs}
+    best = min(totals.values())
+    near = [size for size, total in totals.items() if GAIN * total <= best]
+    return max(near) if fewest else min(near)
 
 
-_CHOSEN: dict[tuple, int] = {}
+_MEASURED: dict[tuple, dict[int, float]] = {}
 
 
 def choose_stack_size(key: tuple, parts_factory, inputs_factory, limit: int, device, input_shape,
-                      threads: int | None = None) -> int:  # fmt: skip
-    """The measured best stack size for up to ``limit`` runs (1 when stacking does not pay).
+                      threads: int | None = None, fewest: bool = False) -> int:  # fmt: skip
+    """The measured best stack size for ``limit`` runs (1 when stacking does not pay; ``best_size``).
 
-    ``key`` identifies the network, batch and device (the choice is kept per process);
+    ``key`` identifies the network, batch and device (the timings are kept per process);
     ``parts_factory()`` gives one run's (model, loss, config, seed) and ``inputs_factory()`` a batch of
     prepared inputs; ``threads`` times with as many threads as each worker process will have.
+    ``fewest``: of sizes about as fast, the largest (runs that train in one process, one stack after
+    another: each stack costs a little the probe does not see); else the smallest (units that spread
+    over workers and checkpoint apart).
     """
     if limit <= 1:
         return 1
     key = (*key, limit, threads)
-    if key not in _CHOSEN:
+    if key not in _MEASURED:
         previous = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
         try:
-            _CHOSEN[key] = _measure(parts_factory(), inputs_factory(), limit, device, input_shape)
+            _MEASURED[key] = _measure(parts_factory(), inputs_factory(), limit, device, input_shape)
         finally:
             torch.set_num_threads(previous)
-    return _CHOSEN[key]
+    return best_size(_MEASURED[key], limit, fewest)
 
 
 def chunks(items: list, size: int, workers: int = 1) -> list[list]:
@@ -270,5 +286,5 @@ def measured_stacks(parts: list[tuple], device, input_shape: tuple) -> Stacks:
     key = ("stacks", type(model).__name__, sum(p.numel() for p in model.parameters()), shape, config.batch_size,
            str(device))  # fmt: skip
     size = choose_stack_size(key, lambda: parts[0], lambda: torch.randn(config.batch_size, *shape), len(parts),
-                             device, shape)  # fmt: skip
+                             device, shape, fewest=True)  # fmt: skip
     return Stacks(parts, [len(group) for group in chunks(parts, size)], device, shape)

@@ -196,9 +196,16 @@ def test_runs_split_into_stacks_get_what_one_stack_gives(data):
 def test_the_probe_keeps_the_smallest_size_near_the_best():
     from jal_plugins.autostack import best_size
 
-    assert best_size({1: 0.9, 2: 0.8, 4: 0.7, 8: 0.4, 16: 0.38}) == 8  # a plateau before the gain
-    assert best_size({1: 1.0, 2: 2.1}) == 1  # a stack slower per run is never chosen
-    assert best_size({1: 1.0, 2: 0.95}) == 1  # a 5 % gain does not pay for a stack
+    assert best_size({1: 0.9, 2: 0.8, 4: 0.7, 8: 0.4, 16: 0.38}, 16) == 8  # a plateau before the gain
+    assert best_size({1: 1.0, 2: 2.1}, 2) == 1  # a stack slower per run is never chosen
+    assert best_size({1: 1.0, 2: 0.95}, 2) == 1  # a 5 % gain does not pay for a stack
+    # 10 runs: size 4 trains 4 + 3 + 3 (the threes at the time of two) and size 8 trains 5 + 5 (at
+    # the time of four), so one stack of 10 wins although 4 and 8 are near it per run
+    times = {1: 1.0, 2: 0.6, 4: 0.4, 8: 0.38, 10: 0.3}
+    assert best_size(times, 10) == 10
+    assert best_size({**times, 10: 0.4}, 10) == 8  # 5 + 5 as fast as 10: the smaller
+    assert best_size({**times, 10: 0.4}, 10, fewest=True) == 10  # or the fewer stacks
+    assert best_size({1: 1.0, 2: 2.1}, 2, fewest=True) == 1  # never a slower one
 
 
 PLUGIN = '''
