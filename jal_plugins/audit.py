@@ -19,7 +19,7 @@ given its own ``cache_dir``):
   (``jal_plugins.review``).
 - ``audit.json``: the summary; ``pred_probs.npz``: ``index``, ``id``, ``given``, ``label_quality``
   and the out-of-sample ``pred_probs`` of every example in source order, for cleanlab's other tools.
-- ``audit-checkpoint.pt``: the folds after each epoch; the same command resumes from it.
+- ``audit-checkpoint.pt``: the folds (``loop.now_and_then``); the same command resumes from it.
 """
 
 from __future__ import annotations
@@ -100,13 +100,13 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None, ensemble: int 
     labels, cross-fitted, and the best (``jal_plugins.selection``) sets ``a`` for every fold;
     ``selection`` is its ``info`` (None without). The folds then train together
     (``folds.fold_networks``: ``ensemble`` networks a fold, their predictions averaged). Both are
-    checkpointed to ``out`` after every epoch and resumed from it. ``progress(epoch, epochs)`` is
+    checkpointed to ``out`` (``loop.now_and_then``) and resumed from it. ``progress(epoch, epochs)`` is
     called after each epoch. ``flag`` is checked against the examples before any training.
     """
     from jal_plugins.engine import DeviceData
     from jal_plugins.folds import check_folds, fold_divergence, fold_networks
     from jal_plugins.job import prepare
-    from jal_plugins.loop import raise_divergence, train
+    from jal_plugins.loop import now_and_then, raise_divergence, train
     from jal_plugins.results import load_checkpoint, save_checkpoint
     from jal_plugins.selection import Selections
 
@@ -136,7 +136,7 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None, ensemble: int 
             chooser.load_states([state["selection"]])
         done = chooser.select_epochs
         save_selection = lambda runs, stats: save(epoch=runs.epoch, selection=runs.run_states()[0])  # noqa: E731
-        train(chooser, examples, until=done, callbacks=(raise_divergence(), save_selection, report(0, 2 * done)),
+        train(chooser, examples, until=done, callbacks=(raise_divergence(), now_and_then(save_selection), report(0, 2 * done)),
               reproducible=reproducible)  # fmt: skip
         chosen = chooser.info(0)["chosen"]
         context = context.vary(chosen["loss_params"], chosen["config"])
@@ -146,7 +146,7 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None, ensemble: int 
     selection = {"selection": chooser.run_states()[0]} if chooser else {}
     save_folds = lambda runs, stats: save(epoch=done + runs.epoch, runs=runs.run_states(), **selection)  # noqa: E731
     train(networks, examples, reproducible=reproducible,
-          callbacks=(fold_divergence(folds), save_folds,
+          callbacks=(fold_divergence(folds), now_and_then(save_folds),
                      report(done, done + networks.epochs)))  # fmt: skip
     return data, x, index, given, networks.probabilities(examples), prepared.model, chooser and chooser.info(0)
 

@@ -1,7 +1,7 @@
 """Where units of work train: on this machine (``local``) or as tasks on a Ray cluster (``ray``).
 
 A unit is a stack of runs or a single run (``runner.stack_plan``), and ``runner.train_unit`` is its
-work whoever runs it: claim the runs, train them with a checkpoint every epoch, record them. An
+work whoever runs it: claim the runs, train them with checkpoints (``loop.now_and_then``), record them. An
 executor only decides where the training part happens:
 
 - ``local``: this process and ``workers - 1`` spawned single-threaded ones, each running whole units;

@@ -54,3 +54,27 @@ def raise_divergence(name: Callable[[int], str] | None = None) -> Callback:
                 raise error if name is None else Diverged(error.epoch, f"{name(run)}: {error.reason}")
 
     return check
+
+
+# A checkpoint may cost this share of the training time: after the first epoch, one is written once
+# the epochs since the last took 1 / SAVE_SHARE times as long as writing it did (every epoch, where
+# epochs are long; every few where they are shorter than a save, as a selection's many small ones).
+SAVE_SHARE = 0.05
+
+
+def now_and_then(save: Callback, share: float = SAVE_SHARE) -> Callback:
+    """``save`` (a checkpoint) as a callback that costs about ``share`` of the training at most: after
+    the first epoch, after the last, and in between whenever the epochs since the last call took
+    ``1 / share`` times as long as that call did. A kill loses at most that much training."""
+    last = {"end": None, "cost": 0.0}
+
+    def maybe(runs: Runs, stats: list) -> None:
+        now = time.perf_counter()
+        final = runs.epoch >= runs.epochs
+        if last["end"] is not None and not final and (now - last["end"]) * share < last["cost"]:
+            return
+        save(runs, stats)
+        end = time.perf_counter()
+        last.update(end=end, cost=end - now)
+
+    return maybe
