@@ -54,8 +54,8 @@ def audit_job(dataset: str, out, *, loss: str | None = None, loss_params: dict |
               config: dict | None = None, dataset_params: dict | None = None, **fields) -> Job:  # fmt: skip
     """The canonical, validated ``Job`` whose recipe trains every fold.
 
-    The loss, its parameters and the training overrides default to ``registry.toml``'s ``[audit]``
-    for the recipe's network (explicit values win); a dataset that takes ``cache_dir`` gets
+    The loss, its parameters, the training overrides and the network's parameters default to
+    ``registry.toml``'s ``[audit]`` for the recipe's network (explicit values win); a dataset that takes ``cache_dir`` gets
     ``out/cache`` unless given one.
     """
     from jal_plugins.job import validate
@@ -69,9 +69,10 @@ def audit_job(dataset: str, out, *, loss: str | None = None, loss_params: dict |
 
     def job(table):
         default_params = table.get("loss_params", {}) if loss is None else {}
+        network = {**table.get("model_params", {}), **(fields.get("model_params") or {})}
         return validate(Job(dataset=dataset, dataset_params=params, loss=loss or table["loss"],
                             loss_params={**default_params, **(loss_params or {})},
-                            config={**table.get("config", {}), **(config or {})}, **fields))  # fmt: skip
+                            config={**table.get("config", {}), **(config or {})}, **{**fields, "model_params": network}))  # fmt: skip
 
     first = job(table)
     own = defaults(first.resolved().model)

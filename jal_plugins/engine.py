@@ -226,9 +226,9 @@ class Stack:
         if input_shape is not None and self.runs > 1:
             example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)).to(self.device)
         self.net = StackedNet([m.to(self.device) for m in models], example)
-        if self.device.type == "cuda":
-            self.net.to(memory_format=torch.channels_last)
-            self.net.channels_last = True
+        # images in the layout convolutions run fastest in, on a CPU too (cnn4 at 28 px: 1.3-1.6x a step)
+        self.net.to(memory_format=torch.channels_last)
+        self.net.channels_last = True
         self.losses = [loss.to(self.device) for loss in losses]
         if any(getattr(loss, "reduction", "none") != "none" for loss in self.losses):
             raise ValueError("the engine needs losses built with reduction='none'")

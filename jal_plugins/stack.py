@@ -135,7 +135,7 @@ class StackedNet(nn.Module):
         if example is not None and self.runs > 1:
             self._check(models, example)
 
-    channels_last = False  # set on CUDA: images enter in the layout the convolutions run fastest in
+    channels_last = False  # set by engine.Stack: images enter in the layout the convolutions run fastest in
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         """``(R, B, C, ...)`` -> ``(B, R·C, ...)``."""
