@@ -55,8 +55,8 @@ def audit_job(dataset: str, out, *, loss: str | None = None, loss_params: dict |
     """The canonical, validated ``Job`` whose recipe trains every fold.
 
     The loss, its parameters, the training overrides and the network's parameters default to
-    ``registry.toml``'s ``[audit]`` for the recipe's network (explicit values win); a dataset that takes ``cache_dir`` gets
-    ``out/cache`` unless given one.
+    ``registry.toml``'s ``[audit]`` for the recipe's network (explicit values win); a dataset that
+    takes ``cache_dir`` gets ``out/cache`` unless given one.
     """
     from jal_plugins.job import validate
     from jal_plugins.plugins import host
@@ -72,7 +72,8 @@ def audit_job(dataset: str, out, *, loss: str | None = None, loss_params: dict |
         network = {**table.get("model_params", {}), **(fields.get("model_params") or {})}
         return validate(Job(dataset=dataset, dataset_params=params, loss=loss or table["loss"],
                             loss_params={**default_params, **(loss_params or {})},
-                            config={**table.get("config", {}), **(config or {})}, **{**fields, "model_params": network}))  # fmt: skip
+                            config={**table.get("config", {}), **(config or {})},
+                            **{**fields, "model_params": network}))  # fmt: skip
 
     first = job(table)
     own = defaults(first.resolved().model)

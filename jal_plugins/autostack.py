@@ -20,7 +20,7 @@ import torch
 GAIN = 0.9  # a larger stack must cut the time per run by at least 10 %
 SLOWER = 1.25  # a stack this much slower per run than the best so far ends the probe
 MAX_STACK = 64
-PROBE_SECONDS = 0.08  # per candidate size, after one warm-up step
+PROBE_SECONDS = 0.08  # per candidate size, after one warm-up epoch
 
 
 def _sync(device) -> None:
@@ -48,7 +48,7 @@ def step_seconds(parts, inputs: torch.Tensor, runs: int, device, input_shape) ->
     stack.train_epoch(data)  # warm-up
     _sync(device)
     epochs, start = 0, time.perf_counter()
-    while epochs < 2 or time.perf_counter() - start < PROBE_SECONDS:
+    while epochs < 1 or time.perf_counter() - start < PROBE_SECONDS:
         stack.train_epoch(data)
         epochs += 1
     _sync(device)

@@ -226,7 +226,7 @@ class Stack:
         if input_shape is not None and self.runs > 1:
             example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)).to(self.device)
         self.net = StackedNet([m.to(self.device) for m in models], example)
-        # images in the layout convolutions run fastest in, on a CPU too (cnn4 at 28 px: 1.3-1.6x a step)
+        # images in the layout convolutions run fastest in, on a CPU too (BENCHMARKS: the Fashion audit)
         self.net.to(memory_format=torch.channels_last)
         self.net.channels_last = True
         self.losses = [loss.to(self.device) for loss in losses]

@@ -56,10 +56,7 @@ def raise_divergence(name: Callable[[int], str] | None = None) -> Callback:
     return check
 
 
-# A checkpoint may cost this share of the training time: after the first epoch, one is written once
-# the epochs since the last took 1 / SAVE_SHARE times as long as writing it did (every epoch, where
-# epochs are long; every few where they are shorter than a save, as a selection's many small ones).
-SAVE_SHARE = 0.05
+SAVE_SHARE = 0.05  # of the training time a checkpoint may cost (now_and_then)
 
 
 def now_and_then(save: Callback, share: float = SAVE_SHARE) -> Callback:

@@ -10,6 +10,8 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
 
 def pytest_configure(config):
     """Under pytest-xdist, the tests that train in-process share the cores with the other workers."""
@@ -18,7 +20,6 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 def run_cli(*args, timeout=600, env=None, cwd=None):

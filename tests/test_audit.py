@@ -110,7 +110,7 @@ def test_audit_of_an_image_folder_ranks_the_wrong_labels_first(digit_folder, cli
     assert json.loads(again.stdout)["top"] == summary["top"] and _rows(out / "label_issues.csv")[1] == rows
 
 
-def test_audit_of_a_table_names_rows_and_charts_issues_per_class(tmp_path, cli, isolated):
+def test_audit_of_a_table_names_rows_and_shows_them_as_given(tmp_path, cli, isolated):
     images, clean = _digits()
     given, flipped = _flip(clean[:900], 0.1, seed=1)
     path = tmp_path / "digits.csv"

@@ -31,7 +31,8 @@ def texts(values, column: str, what: str) -> np.ndarray:
 
 def tfidf(max_features: int):
     """A ``featurize`` for ``labelled.dataset``: ``(train, test)`` texts -> TF-IDF float32 rows (and no
-    ``scale``: the texts are shown instead), the vocabulary (the ``max_features`` most frequent terms) taken from the training texts."""
+    ``scale``: the texts are shown instead), the vocabulary (the ``max_features`` most frequent
+    terms) taken from the training texts."""
     from jal_plugins.checks import integer
 
     integer("max_features", max_features, low=1)
