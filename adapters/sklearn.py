@@ -55,7 +55,8 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
     ``tune=True`` (with ``erm``): every loss chooses its parameters and regularisation for the data
     from its search space (``registry.toml`` ``[search.spaces]``, the same number of candidates for
     every loss), unless ``loss_params`` gives one of them: the candidates train as one stack on each
-    stratified half of the labels and the best at predicting the other half wins, then trains on all
+    stratified half of the labels and the best at predicting the other half wins (in a space ordered
+    by regularisation, the most regularised within a standard error of it), then trains on all
     the data (``jal_plugins.selection``; ``best_params_``, ``candidates_``, ``selection_scores_``,
     ``weight_decay_``; for JAL also ``a_``, ``beta_``). ``calibrate=True`` fits one temperature for
     ``predict_proba`` on those held-out predictions, through the noise level estimated there
@@ -170,7 +171,8 @@ class JALClassifier(ClassifierMixin, BaseEstimator):
         if selection is not None or calibrate:
             grid = selection.candidates(loss_params, explicit) if selection else [{"loss_params": {}, "config": {}}]
             k = selection.folds if selection else folds()
-            self.trainer_ = Selections([context], [grid], self.method, method_params, calibrate=calibrate, k=k)
+            ties = [selection.ties] if selection else None
+            self.trainer_ = Selections([context], [grid], self.method, method_params, calibrate=calibrate, k=k, ties=ties)
         else:
             self.trainer_ = Learner(create_method(self.method, context, **method_params))
         self.module_ = self.trainer_.module

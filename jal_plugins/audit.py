@@ -133,7 +133,7 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None, ensemble: int 
 
     if job.selection is not None:  # one search on all the labels, then the folds with its choice
         grid = job.selection.candidates(context.loss_params, context.config_changes)
-        chooser = Selections([context], [grid], calibrate=False, k=job.selection.folds)
+        chooser = Selections([context], [grid], calibrate=False, k=job.selection.folds, ties=[job.selection.ties])
         if "selection" in state:
             chooser.load_states([state["selection"]])
         done = chooser.select_epochs

@@ -140,7 +140,7 @@ def unit_runs(prepared: list, rank: int = 0, world: int = 1):
         if world > 1:
             raise ValueError("a search (auto) trains its candidates on one device; run without torchrun")
         grids = [p.job.selection.candidates(c.loss_params, c.config_changes) for p, c in zip(prepared, contexts)]
-        return Selections(contexts, grids, k=first.job.selection.folds)
+        return Selections(contexts, grids, k=first.job.selection.folds, ties=[p.job.selection.ties for p in prepared])
     if len(prepared) == 1:
         return Learner(create_method(first.job.method, first.context, **first.job.method_params), rank, world)
     models, losses, configs, seeds = zip(*[c.parts() for c in contexts])

@@ -11,7 +11,9 @@ every loss; for JAL, values of ``a``, each with two settings of β and weight de
 (one stack, or several where that measures faster: ``autostack.measured_stacks``) by 2-fold
 cross-fitting (``[search] folds``): every candidate trains on each stratified half of the given,
 noisy labels and predicts the other, and the candidate whose predictions best agree with all those
-held-out noisy labels wins (``[search] criterion``; ``CRITERIA``). When the clean class dominates
+held-out noisy labels wins (``[search] criterion``; ``CRITERIA``), or, in a space that lists its
+candidates from the least to the most regularised (``ties = "later"``), the last one within a
+standard error of the best (``choose``). When the clean class dominates
 every row of the noise (the condition JAL's guarantee needs), the classifier that best predicts the
 noisy labels is the one that best predicts the clean ones, so noisy held-out accuracy ranks
 candidates; a candidate whose training collapses (``a`` too large) ranks last, one that diverges is
@@ -42,6 +44,7 @@ from jal_plugins.registry import load
 
 SEARCH = "auto"  # the value that marks a loss parameter to be searched; ``auto=true``: all of them
 REGULARISATION = ("weight_decay", "l1")
+SPACE_KEYS = ("points", "variants", "ties")  # a space's keys that are not parameters
 
 
 def search_settings() -> dict:
@@ -73,7 +76,7 @@ def space(loss: str) -> dict | None:
 def _space_parameters(table: dict) -> set[str]:
     points = [k for p in table.get("points", []) for k in p]
     variants = [k for v in table.get("variants", []) for k in v if k not in REGULARISATION]
-    return {k for k in table if k not in ("points", "variants")} | set(points) | set(variants)
+    return {k for k in table if k not in SPACE_KEYS} | set(points) | set(variants)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class Selection:
     def candidates(self, loss_params: dict, config: dict) -> list[dict]:
         """The grid: ``[{"loss_params": ..., "config": ...}]``; the run's fixed settings are kept."""
         table = self.space()
-        grid = {k: v for k, v in table.items() if k not in ("points", "variants")}
+        grid = {k: v for k, v in table.items() if k not in SPACE_KEYS}
         points = table.get("points", [{}])
         variants = table.get("variants", search_settings().get("variants", [{}]))
         out = []
@@ -108,13 +111,20 @@ class Selection:
                         out.append(candidate)
         return out
 
+    @property
+    def ties(self) -> str:
+        """How a tie on the held-out labels is broken (``TIES``): the space's ``ties``, else ``[search] ties``."""
+        return self.space().get("ties", search_settings().get("ties", "best"))
+
     def marked(self, loss_params: dict) -> dict:
         """``loss_params`` as the user wrote them: every searched parameter ``auto``."""
         return {**loss_params, **{name: SEARCH for name in self.searched}}
 
     def settings(self) -> dict:
         """What a run's identity must include: another space or fold count is another run (and checkpoint)."""
-        return {"folds": self.folds, "space": self.space(), "criterion": search_settings().get("criterion", "noisy-accuracy")}
+        own = search_settings()
+        return {"folds": self.folds, "space": self.space(), "criterion": own.get("criterion", "noisy-accuracy"),
+                "ties": self.ties}
 
     def networks(self, loss_params: dict) -> int:
         """How many networks the search trains at once: one per candidate and fold."""
@@ -169,7 +179,9 @@ def parse(loss: str, loss_params: dict, method: str = "erm", preset: str | None 
                          f"give {entry.name}'s parameters for method {method!r}")  # fmt: skip
     if table is None:
         warnings.warn(f"loss {entry.name!r} declares no search space: tuned over the regularisation only", stacklevel=2)
-        table = {"variants": search_settings().get("regularisation", [{}])}
+        table = {"variants": search_settings().get("regularisation", [{}]), "ties": "later"}
+    if table.get("ties", search_settings().get("ties", "best")) not in TIES:
+        raise ValueError(f"the search space of {entry.name}: unknown ties {table.get('ties')!r}; known: {', '.join(TIES)}")
     if not _candidates_of(table):
         raise ValueError(f"the search space of {entry.name} is empty: {_describe(table)}")
     searched = tuple(sorted(names - set(fixed))) if (everything or not marked) else marked
@@ -177,7 +189,7 @@ def parse(loss: str, loss_params: dict, method: str = "erm", preset: str | None 
 
 
 def _candidates_of(table: dict) -> bool:
-    grid = [v for k, v in table.items() if k not in ("points", "variants")]
+    grid = [v for k, v in table.items() if k not in SPACE_KEYS]
     return all(grid) and table.get("points", [{}]) != [] and table.get("variants", [{}]) != []
 
 
@@ -233,15 +245,15 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> tuple[float, fl
     return float(math.exp(best.x)), 1 - keep
 
 
-def noisy_accuracy(logits: torch.Tensor, given: torch.Tensor) -> float:
-    """How often the predictions agree with the held-out noisy labels."""
-    return (logits.argmax(1) == given).float().mean().item()
+def noisy_accuracy(logits: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    """Per held-out row: 1 where the prediction agrees with its noisy label (its mean: the accuracy)."""
+    return (logits.argmax(1) == given).double()
 
 
-def corrected_accuracy(logits: torch.Tensor, given: torch.Tensor) -> float:
-    """The accuracy on the clean labels that the held-out noisy ones imply: for each row, the
-    probability that its predicted class is its true one given its noisy label, from cleanlab's
-    estimate of P(true | given) on these predictions (its inverse noise matrix)."""
+def corrected_accuracy(logits: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    """Per held-out row: the probability that its predicted class is its true one given its noisy
+    label, from cleanlab's estimate of P(true | given) on these predictions (its inverse noise
+    matrix); the mean is the accuracy on the clean labels that the noisy ones imply."""
     from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
 
     probs = torch.softmax(logits.double(), 1).cpu().numpy()
@@ -249,36 +261,60 @@ def corrected_accuracy(logits: torch.Tensor, given: torch.Tensor) -> float:
     if len(np.unique(labels)) < probs.shape[1]:  # cleanlab needs every class among the labels
         return noisy_accuracy(logits, given)
     _, _, inverse, _ = estimate_py_and_noise_matrices_from_probabilities(labels, probs)
-    return float(inverse[probs.argmax(1), labels].mean())
+    return torch.as_tensor(inverse[probs.argmax(1), labels])
 
 
-# how candidates can be ranked on their held-out predictions (``[search] criterion``). Measured on noisy
-# digits (benchmarks/choose_params.py, 5 losses x 5 noises x 3 seeds) the noisy accuracy chose better:
-# mean regret 2.25 points against 3.47 for the corrected one, whose noise-matrix estimate on ~650
-# labels a fold is itself noisy. The others are computed only when named in ``RECORDED`` (a benchmark).
+# how candidates can be ranked on their held-out predictions (``[search] criterion``): each gives a
+# value per held-out row, the candidate's score is their mean. Measured on noisy digits
+# (benchmarks/choose_params.py, 5 losses x 5 noises x 3 seeds) the noisy accuracy chose better: mean
+# regret 2.25 points against 3.47 for the corrected one, whose noise-matrix estimate on ~650 labels a
+# fold is itself noisy. The others are computed only when named in ``RECORDED`` (a benchmark).
 CRITERIA = {"noisy-accuracy": noisy_accuracy, "corrected-accuracy": corrected_accuracy}
 RECORDED: tuple[str, ...] = ()
+# ``[search] ties``: "best" takes the top score; "later" takes, among the candidates whose score is
+# within one standard error of the top one's (of their paired per-row difference: the held-out
+# labels cannot tell them apart), the one listed last in the space, the most regularised.
+TIES = ("best", "later")
+
+
+def choose(values: list, ties: str = "best") -> int | None:
+    """The candidate to keep from each one's per-row criterion values (None: diverged); None if every
+    one diverged. See ``TIES``."""
+    live = [c for c, v in enumerate(values) if v is not None]
+    if not live:
+        return None
+    means = {c: float(values[c].mean()) for c in live}
+    best = max(live, key=means.get)
+    if ties == "best":
+        return best
+    n = len(values[best])
+
+    def tied(c: int) -> bool:
+        gap = values[best] - values[c]
+        return means[best] - means[c] <= float(gap.std()) / math.sqrt(n)
+
+    return max(c for c in live if tied(c))
 
 
 def score(predicted: list, labels: torch.Tensor, criteria: tuple[str, ...]) -> tuple[dict, list, torch.Tensor]:
     """Each candidate's held-out ``(rows, logits)`` of every fold (``predicted``; None for one that
-    diverged) scored against ``labels`` by each of ``criteria``: ``({criterion: scores}, each
-    candidate's held-out logits, the held-out labels)``."""
-    scores: dict[str, list] = {name: [] for name in CRITERIA if name in criteria}
+    diverged) scored against ``labels`` by each of ``criteria``: ``({criterion: per-row values of
+    each candidate}, each candidate's held-out logits, the held-out labels)``."""
+    values: dict[str, list] = {name: [] for name in CRITERIA if name in criteria}
     held_logits, given = [], None
     for folds_of in predicted:
         if folds_of is None:
             held_logits.append(None)
-            for values in scores.values():
-                values.append(None)
+            for own in values.values():
+                own.append(None)
             continue
         rows = np.concatenate([rows for rows, _ in folds_of])
         z = torch.cat([logits for _, logits in folds_of])
         given = labels[torch.as_tensor(rows, device=labels.device)]
         held_logits.append(z)
-        for name, values in scores.items():
-            values.append(CRITERIA[name](z, given))
-    return scores, held_logits, given
+        for name, own in values.items():
+            own.append(CRITERIA[name](z, given).cpu())
+    return values, held_logits, given
 
 
 class Selections:
@@ -295,7 +331,7 @@ class Selections:
 
     def __init__(self, contexts: list, grids: list[list[dict]], method: str = "erm",
                  method_params: dict | None = None, calibrate: bool = True, k: int | None = None,
-                 criterion: str | None = None):  # fmt: skip
+                 criterion: str | None = None, ties: list[str] | None = None):  # fmt: skip
         from jal_plugins.folds import OutOfFold
 
         if method != "erm" and (len(contexts) > 1 or len(grids[0]) > 1):
@@ -307,6 +343,10 @@ class Selections:
         self.criterion = criterion or search_settings().get("criterion", "noisy-accuracy")
         if self.criterion not in CRITERIA:
             raise ValueError(f"unknown selection criterion {self.criterion!r}; known: {', '.join(CRITERIA)}")
+        self.ties = list(ties) if ties is not None else [search_settings().get("ties", "best")] * self.runs
+        for rule in self.ties:
+            if rule not in TIES:
+                raise ValueError(f"unknown ties {rule!r}; known: {', '.join(TIES)}")
         # what the cross-fitting trains: (run, candidate, fold); and run -> candidate -> its slots
         self.slots = [(j, c, f) for j, grid in enumerate(self.grids) for c in range(len(grid)) for f in range(self.k)]
         self.members = [[[i for i, s in enumerate(self.slots) if s[:2] == (j, c)] for c in range(len(grid))]
@@ -322,6 +362,7 @@ class Selections:
         self.final_runs: list[int] = []  # the runs the refit trains, in its order
         self.scores: list = [None] * self.runs
         self.chosen: list = [None] * self.runs
+        self.choices: list = [None] * self.runs
         self.temperature = [1.0] * self.runs
         self.noise: list = [None] * self.runs
         self.histories: list[list[dict]] = [[] for _ in range(self.runs)]
@@ -414,10 +455,11 @@ class Selections:
                     warnings.warn(f"search candidate {candidate['loss_params']} diverged ({error}); dropped",
                                   stacklevel=4)  # fmt: skip
             predicted = [None if error else [held[i] for i in slots] for slots, error in zip(self.members[j], errors)]
-            scores, held_logits, given = score(predicted, labels[j], (self.criterion, *RECORDED))
-            self.scores[j] = scores
-            ranked = scores[self.criterion]
-            self.chosen[j] = max((c for c, s in enumerate(ranked) if s is not None), key=lambda c: ranked[c])
+            values, held_logits, given = score(predicted, labels[j], (self.criterion, *RECORDED))
+            self.scores[j] = {name: [None if v is None else float(v.mean()) for v in own] for name, own in values.items()}
+            self.chosen[j] = choose(values[self.criterion], self.ties[j])
+            # what every recorded criterion and rule would have kept (a benchmark compares them)
+            self.choices[j] = {f"{name}/{rule}": choose(values[name], rule) for name in values for rule in TIES}
             if self.calibrate:
                 self.temperature[j], self.noise[j] = fit_temperature(held_logits[self.chosen[j]], given.cpu().numpy())
             winners.append(j)
@@ -449,6 +491,7 @@ class Selections:
         chosen, scores = self.chosen[run], self.scores[run] or {}
         return {
             "chosen": None if chosen is None else self.grids[run][chosen], "criterion": self.criterion,
+            "ties": self.ties[run], "choices": self.choices[run],
             "scores": scores.get(self.criterion),
             "held_out_accuracy": scores.get("noisy-accuracy"), "corrected_accuracy": scores.get("corrected-accuracy"),
             "candidates": self.grids[run], "temperature": self.temperature[run], "noise_rate": self.noise[run],
@@ -463,7 +506,8 @@ class Selections:
             error = self.diverged[run]
             state = {
                 "epoch": self.epoch, "phase": self.phase, "history": self.histories[run], "scores": self.scores[run],
-                "chosen": self.chosen[run], "temperature": self.temperature[run], "noise": self.noise[run],
+                "chosen": self.chosen[run], "choices": self.choices[run],
+                "temperature": self.temperature[run], "noise": self.noise[run],
                 "diverged": None if error is None else {"epoch": error.epoch, "reason": error.reason},
             }  # fmt: skip
             if self.phase == "select":  # the candidates' own curves are not kept: the run's history is
@@ -485,6 +529,7 @@ class Selections:
             raise ValueError("the runs of a selection must resume from one epoch")
         for j, s in enumerate(states):
             self.histories[j], self.scores[j], self.chosen[j] = list(s["history"]), s["scores"], s["chosen"]
+            self.choices[j] = s.get("choices")
             self.temperature[j], self.noise[j] = s["temperature"], s["noise"]
             if s["diverged"]:
                 self.diverged[j] = Diverged(s["diverged"]["epoch"], s["diverged"]["reason"])

@@ -38,7 +38,10 @@ def test_the_default_estimator_chooses_a_among_its_candidates(chosen, noisy_digi
     x, noisy, _, x_test, y_test = noisy_digits
     grid = parse("jal-ce", {"a": "auto"})[1].candidates({}, {})
     assert chosen.candidates_ == grid and len(chosen.selection_scores_) == len(grid)
-    best = int(np.argmax(chosen.selection_scores_))
+    best = grid.index({"loss_params": {"a": chosen.a_, "beta": chosen.beta_}, "config": {"weight_decay": chosen.weight_decay_}})
+    scores = np.asarray(chosen.selection_scores_)
+    # the top score, or one the held-out labels cannot tell from it (a standard error of ~650 rows)
+    assert scores[best] >= scores.max() - 0.02 and (scores[best + 1:] < scores.max()).all()
     assert chosen.a_ == grid[best]["loss_params"]["a"] and chosen.beta_ == grid[best]["loss_params"].get("beta")
     assert chosen.score(x_test, y_test) > 0.85
     plain = JALClassifier(random_state=0, epochs=30, loss_params={"a": chosen.a_, "beta": chosen.beta_},

@@ -4,14 +4,16 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 from conftest import CUBIC_MAE
 
 from jal_plugins import JALClassifier, create_loss, list_losses
 from jal_plugins.domains import domains_of
 from jal_plugins.plugins import host
 from jal_plugins.registry import load
-from jal_plugins.selection import Selection, parse, search_settings
+from jal_plugins.selection import Selection, choose, parse, search_settings
 
 
 def test_every_built_in_loss_declares_domains_that_hold_its_defaults_and_presets():
@@ -47,6 +49,18 @@ def test_every_built_in_space_has_the_budget_and_stays_inside_the_domains():
             assert set(candidate["loss_params"]) <= set(domains) and set(candidate["config"]) <= {"weight_decay", "l1"}
 
 
+def test_ties_go_to_the_later_candidate_only_within_a_standard_error():
+    rng = np.random.default_rng(0)
+    best = torch.as_tensor(rng.random(1000) < 0.80).double()
+    right, wrong = torch.nonzero(best).flatten(), torch.nonzero(1 - best).flatten()
+    near, far = best.clone(), best.clone()
+    near[right[:30]], near[wrong[:25]] = 0, 1  # 0.5 point lower over 55 rows that differ: SE 0.74 point
+    far[right[:60]] = 0  # 6 points lower: clearly worse
+    assert choose([best, near], "best") == 0 and choose([best, near], "later") == 1
+    assert choose([best, far], "later") == 0 and choose([near, best, None], "later") == 1
+    assert choose([None, None], "later") is None
+
+
 def test_auto_marks_what_is_searched_and_keeps_what_is_fixed():
     fixed, gce = parse("gce", {"q": "auto"})
     assert fixed == {} and gce.searched == ("q",) and {c["loss_params"]["q"] for c in gce.candidates({}, {})} == {0.3, 0.5, 0.7, 0.9}
@@ -80,6 +94,8 @@ def test_the_estimator_tunes_any_loss_by_default_and_opts_out(noisy_digits):
     assert gce.best_params_["q"] in (0.3, 0.5, 0.7, 0.9) and len(gce.candidates_) == len(gce.selection_scores_) == 8
     assert gce.best_params_ in [{**c["loss_params"], **c["config"]} for c in gce.candidates_]
     assert not hasattr(gce, "a_") and 0 < gce.temperature_
+    info = gce.trainer_.info(0)  # GCE's space runs from the least to the most robust q: ties go later
+    assert info["ties"] == "later" and info["candidates"].index(info["chosen"]) == info["choices"]["noisy-accuracy/later"]
     for opted_out in (JALClassifier(loss="gce", tune=False, epochs=2), JALClassifier(loss="gce", loss_params={"q": 0.5}, epochs=2)):
         assert not hasattr(opted_out.fit(x, noisy), "best_params_")
     with pytest.raises(ValueError, match="tune='no'"):
@@ -123,10 +139,15 @@ class SpacedMAE(CubicMAE):
     space = {"power": [1.0, 2.0, 3.0, 4.0]}
 
 
+class SidewaysMAE(SpacedMAE):
+    space = {"power": [1.0, 2.0, 3.0, 4.0], "ties": "sideways"}
+
+
 @hookimpl
 def register_losses(register):
     register("cubic-mae", CubicMAE)
     register("spaced-mae", SpacedMAE)
+    register("sideways-mae", SidewaysMAE)
 """
 
 
@@ -140,5 +161,9 @@ def test_a_plugin_loss_declares_its_space_or_is_tuned_over_the_regularisation_on
     plain = subprocess.run([*run, "--loss", "cubic-mae,auto"], capture_output=True, text=True, env=env, timeout=300)
     assert plain.returncode == 0 and "tuned over the regularisation only" in plain.stderr, plain.stderr
     assert json.loads(plain.stdout)[0]["search"]["candidates"] == 8
+    # the regularisation runs from none to the strongest, so a tie goes to the stronger
+    assert json.loads(plain.stdout)[0]["method_info"]["ties"] == "later"
+    sideways = subprocess.run([*run, "--loss", "sideways-mae,auto"], capture_output=True, text=True, env=env, timeout=300)
+    assert sideways.returncode == 2 and "unknown ties 'sideways'" in sideways.stderr, sideways.stderr
     refused = subprocess.run([*run, "--loss", "cubic-mae,power=auto"], capture_output=True, text=True, env=env, timeout=300)
     assert refused.returncode == 2 and "cubic-mae declares no domain for 'power'" in refused.stderr, refused.stderr
