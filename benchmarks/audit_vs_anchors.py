@@ -206,19 +206,22 @@ def main() -> None:
     parser.add_argument("--anchors", default="logistic,mlp,hist-gb", help="comma-separated; '' for the audit only")
     parser.add_argument("--json", help="write every row to this file")
     parser.add_argument("--keep", help="keep each source's files and audit under KEEP/SOURCE (default: deleted)")
+    parser.add_argument("--no-audit", action="store_true", help="the anchors only")
     args = parser.parse_args(argv)
     rows = []
     for source in args.sources:
         features, images, clean, given, names = SOURCES[source](args)
         wrong = clean != given
+        results = []
         with tempfile.TemporaryDirectory(prefix=f"audit-{source}-") as tmp:
             work = Path(args.keep) / source if args.keep else Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
             options, row_of = write_source(work, features, images, given, names)
             if args.keep:
                 np.savez(work / "truth.npz", clean=clean, given=given)
-            results = [run_audit(work, options, row_of, np.asarray(names)[given], wrong, extra)]
-            print(json.dumps(results[0]), flush=True)
+            if not args.no_audit:
+                results.append(run_audit(work, options, row_of, np.asarray(names)[given], wrong, extra))
+                print(json.dumps(results[0]), flush=True)
         results += [run_anchor(a, features, given, wrong) for a in filter(None, args.anchors.split(","))]
         for r in results:
             rows.append({"source": source, "examples": len(given), **r})
