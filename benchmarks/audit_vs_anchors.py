@@ -195,6 +195,19 @@ def run_anchor(name: str, features, given, wrong) -> dict:
     return {"method": name, **scores(wrong, quality, flagged, time.perf_counter() - start)}
 
 
+def audit_source(source: str, args, features, images, clean, given, names, extra) -> dict:
+    """Write ``source`` as a user holds it and audit it through the command line; print its row."""
+    with tempfile.TemporaryDirectory(prefix=f"audit-{source}-") as tmp:
+        work = Path(args.keep) / source if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        options, row_of = write_source(work, features, images, given, names)
+        if args.keep:
+            np.savez(work / "truth.npz", clean=clean, given=given)
+        result = run_audit(work, options, row_of, np.asarray(names)[given], clean != given, extra)
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def main() -> None:
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -212,16 +225,7 @@ def main() -> None:
     for source in args.sources:
         features, images, clean, given, names = SOURCES[source](args)
         wrong = clean != given
-        results = []
-        with tempfile.TemporaryDirectory(prefix=f"audit-{source}-") as tmp:
-            work = Path(args.keep) / source if args.keep else Path(tmp)
-            work.mkdir(parents=True, exist_ok=True)
-            options, row_of = write_source(work, features, images, given, names)
-            if args.keep:
-                np.savez(work / "truth.npz", clean=clean, given=given)
-            if not args.no_audit:
-                results.append(run_audit(work, options, row_of, np.asarray(names)[given], wrong, extra))
-                print(json.dumps(results[0]), flush=True)
+        results = [] if args.no_audit else [audit_source(source, args, features, images, clean, given, names, extra)]
         results += [run_anchor(a, features, given, wrong) for a in filter(None, args.anchors.split(","))]
         for r in results:
             rows.append({"source": source, "examples": len(given), **r})
