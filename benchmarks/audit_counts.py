@@ -1,12 +1,15 @@
 """How many labels are wrong? Count estimators side by side on audits kept by ``audit_vs_anchors.py``.
 
     python benchmarks/audit_vs_anchors.py digits fashion-sym fashion-asym --anchors "" --keep runs/audit-bench
-    python benchmarks/audit_counts.py runs/audit-bench/digits runs/audit-bench/fashion-sym runs/audit-bench/fashion-asym
+    python benchmarks/audit_vs_anchors.py cifar10n-worst cifar10n-aggre --anchors "" --keep runs/audit-cifar
+    python benchmarks/audit_counts.py runs/audit-bench/* runs/audit-cifar/*
 
 For each kept source (its ``audit/pred_probs.npz`` and ``truth.npz``), the true number of wrong labels
 and, as a multiple of it: cleanlab's confident joint (off-diagonal), ``find_label_issues``'s flagged
 set, the confident joint of the probabilities tempered to the given labels (the temperature that
-maximises their likelihood), and the audit's own count (``jal_plugins.audit.estimate_issues``).
+maximises their likelihood), the labels' disagreements with the surer half of the predictions (the
+audit's count until 2026-12-07) and the audit's own count (``jal_plugins.audit.estimate_issues``:
+the surest tenth) with its bootstrap interval.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     from cleanlab.filter import find_label_issues
 
     from jal_plugins.audit import estimate_issues
+    from jal_plugins.selection import label_keep_rate
 
     for folder in map(Path, sys.argv[1:]):
         with np.load(folder / "audit" / "pred_probs.npz") as f:
@@ -48,9 +52,12 @@ def main() -> None:
             "confident joint": num_label_issues(given, probs, estimation_method="off_diagonal"),
             "find_label_issues": int(find_label_issues(given, probs, n_jobs=1).sum()),
             "tempered joint": num_label_issues(given, tempered(probs, given), estimation_method="off_diagonal"),
-            "audit (keep rate)": estimate_issues(given, probs)["count"],
+            "surer half": round(len(given) * (1 - label_keep_rate(probs, given))),
         }
-        print(json.dumps({"source": folder.name, "wrong": wrong, **{k: f"{v} ({v / wrong:.2f}x)" for k, v in counts.items()}}))
+        estimate = estimate_issues(given, probs)
+        print(json.dumps({"source": folder.name, "wrong": wrong, **{k: f"{v} ({v / wrong:.2f}x)" for k, v in counts.items()},
+                          "audit (surest tenth)": "{count} ({ratio:.2f}x), 95 % interval {interval[0]}-{interval[1]}".format(
+                              ratio=estimate["count"] / wrong, **estimate)}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -305,7 +305,7 @@ def cmd_audit(args) -> int:
               if option != "method_param"}  # fmt: skip
     job = audit_job(args.dataset, out, loss=args.loss, config=_config(args), seed=args.seed, preset=args.preset,
                     model=args.model, device=args.device, **params)  # fmt: skip
-    folds = args.folds or defaults()["folds"]  # the bar's label
+    folds = args.folds or defaults(job.resolved().model)["folds"]  # the bar's label
     bar = None
 
     def progress(epoch, epochs):
@@ -434,8 +434,8 @@ def build_parser() -> Parser:
     p.add_argument("--dataset", required=True, help="registered dataset: imagefolder, hf, table, npz, cifar10n, ...")
     p.add_argument("--loss", help="registered loss of the fold networks (default: registry.toml [audit], jal-ce)")
     p.add_argument("--folds", type=_arg(lambda v: checks.integer("folds", v, low=2)),
-                   help="cross-validation folds, trained as one stack (default: 5)")  # fmt: skip
-    p.add_argument("--ensemble", type=positive_int, help="networks a fold, their predictions averaged (default: 1)")
+                   help="cross-validation folds, trained as one stack (default: registry.toml's [audit] for the network)")  # fmt: skip
+    p.add_argument("--ensemble", type=positive_int, help="networks a fold, their predictions averaged (default: registry.toml's [audit] for the network)")
     p.add_argument("--flag", default="auto",
                    help="how many to flag, worst first: auto (the estimated number of wrong labels), a count N, "
                         "or a fraction in (0, 1)")  # fmt: skip

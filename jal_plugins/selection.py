@@ -200,15 +200,16 @@ def _describe(table: dict | None) -> str:
 TAU = (0.5, 4.0)  # a few hundred held-out labels do not justify a temperature outside this range
 
 
-def label_keep_rate(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray | float:
-    """How often the ``labels`` agree with the more confident half of the predictions ``probs``: those
-    are nearly always right, so their disagreements are the noise. ``rows`` (B, N) of resampled row
-    indices give B rates at once."""
+def label_keep_rate(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None,
+                    sure: float = 0.5) -> np.ndarray | float:  # fmt: skip
+    """How often the ``labels`` agree with the surest fraction ``sure`` of the predictions ``probs``
+    (by default the more confident half): those are nearly always right, so their disagreements are
+    the noise. ``rows`` (B, N) of resampled row indices give B rates at once."""
     confidence, agree = probs.max(1), probs.argmax(1) == np.asarray(labels)
     if rows is None:
-        return float(agree[confidence >= np.median(confidence)].mean())
+        return float(agree[confidence >= np.quantile(confidence, 1 - sure)].mean())
     confidence, agree = confidence[rows], agree[rows]
-    confident = confidence >= np.median(confidence, axis=1, keepdims=True)
+    confident = confidence >= np.quantile(confidence, 1 - sure, axis=1, keepdims=True)
     return (agree & confident).sum(1) / confident.sum(1)
 
 
