@@ -189,8 +189,8 @@ def flag_count(flag, examples: int) -> int | None:
 def estimate_issues(given: np.ndarray, pred_probs: np.ndarray, resamples: int = 200, seed: int = 0) -> dict:
     """The estimated number of wrong labels: the examples times the rate at which the labels disagree
     with the networks' surest predictions (``selection.label_keep_rate``: the surest ``SURE`` of the
-    rows, at least ``SURE_ROWS`` of them, at most half), and a 95 % bootstrap interval over the examples (the
-    probabilities held fixed).
+    rows, at least ``SURE_ROWS`` of them, at most half), and a 95 % bootstrap interval over the
+    examples (the probabilities held fixed).
 
     Why the surest tenth and not half: the networks' own mistakes count as noise, and a weak network
     (a small CNN on 4,136 photographs) is wrong on many of its surer half: at CIFAR-10N `aggre`'s

@@ -435,7 +435,8 @@ def build_parser() -> Parser:
     p.add_argument("--loss", help="registered loss of the fold networks (default: registry.toml [audit], jal-ce)")
     p.add_argument("--folds", type=_arg(lambda v: checks.integer("folds", v, low=2)),
                    help="cross-validation folds, trained as one stack (default: registry.toml's [audit] for the network)")  # fmt: skip
-    p.add_argument("--ensemble", type=positive_int, help="networks a fold, their predictions averaged (default: registry.toml's [audit] for the network)")
+    p.add_argument("--ensemble", type=positive_int,
+                   help="networks a fold, their predictions averaged (default: registry.toml's [audit] for the network)")  # fmt: skip
     p.add_argument("--flag", default="auto",
                    help="how many to flag, worst first: auto (the estimated number of wrong labels), a count N, "
                         "or a fraction in (0, 1)")  # fmt: skip
