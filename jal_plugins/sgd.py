@@ -46,10 +46,11 @@ class FlatParams:
         """``buffer`` (data, grad or momentum) seen as the parameters' shapes."""
         return [buffer.as_strided(p.shape, p.stride(), o) for p, (o, _) in zip(self.params, self.blocks)]
 
-    def per_run_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """``(R,)`` sums of a flat tensor over each run's elements."""
+    def per_run_norm(self, values: torch.Tensor) -> torch.Tensor:
+        """``(R,)`` L2 norms of a flat tensor over each run's elements (no squared copy of it)."""
         r = self.runs
-        return torch.stack([values[o : o + n].view(r, -1).sum(1) for o, n in self.blocks]).sum(0)
+        blocks = [torch.linalg.vector_norm(values[o : o + n].view(r, -1), dim=1) for o, n in self.blocks]
+        return torch.stack(blocks).square().sum(0).sqrt()
 
     def per_run_scale(self, values: torch.Tensor, scale: torch.Tensor) -> None:
         """Multiply each run's elements of a flat tensor by its entry of ``scale`` (R,), in place."""
@@ -119,7 +120,7 @@ class SGD:
     def norms(self) -> torch.Tensor:
         """``(R,)`` L2 norms of each run's parameters."""
         with torch.no_grad():
-            return self.flat.per_run_sum(self.flat.data.square()).sqrt()
+            return self.flat.per_run_norm(self.flat.data)
 
     def step(self, run_losses: torch.Tensor, ddp: bool = False) -> None:
         """One step of every run on its ``(R,)`` loss: L1, per-run clipping, weight decay, momentum.
@@ -134,11 +135,13 @@ class SGD:
         if self._l1 is not None:  # d(λ·Σ|θ|)/dθ = λ·sign(θ), before clipping as in the reference loops
             _axpy(g, self._l1, w.sign())
         if self._clip is not None:  # torch.nn.utils.clip_grad_norm_, run by run
-            norms = flat.per_run_sum(g.square()).sqrt()
-            flat.per_run_scale(g, (self._clip / (norms + 1e-6)).clamp(max=1.0))
+            flat.per_run_scale(g, (self._clip / (flat.per_run_norm(g) + 1e-6)).clamp(max=1.0))
         if self._wd is not None:  # coupled L2, added after clipping as torch.optim.SGD does
             _axpy(g, self._wd, w)
-        flat.momentum.mul_(self._momentum).add_(g)
+        if isinstance(self._momentum, float):  # m = g + μ·m in one pass
+            torch.add(g, flat.momentum, alpha=self._momentum, out=flat.momentum)
+        else:
+            flat.momentum.mul_(self._momentum).add_(g)
         if isinstance(self._lr, float):
             w.add_(flat.momentum, alpha=-self._lr)
         else:

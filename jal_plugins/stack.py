@@ -50,6 +50,31 @@ class StackedLinear(nn.Module):
             self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))  # fmt: skip
         return out.transpose(0, 1).reshape(b, -1)
 
+    def run_major(self, x):
+        """``(R, B, in) -> (R, B, out)``: the layout a stack of MLPs keeps throughout (no copies)."""
+        w = self.weight.transpose(1, 2)
+        return torch.bmm(x, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), x, w)
+
+
+# Parameter-free layers that act on each element alone, so they run in any layout.
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity)
+
+
+def run_major_layers(body: nn.Module) -> list[nn.Module] | None:
+    """The layers of a stacked MLP (a plain ``nn.Sequential`` of an optional leading ``Flatten``,
+    linear layers and elementwise activations), which can run on ``(R, B, F)`` activations; None for
+    any other network. The channel-major layout ``(B, R·F)`` costs an MLP two copies a layer each way."""
+    if not isinstance(body, nn.Sequential) or type(body).forward is not nn.Sequential.forward:
+        return None
+    layers = list(body)
+    if layers and isinstance(layers[0], nn.Flatten) and (layers[0].start_dim, layers[0].end_dim) == (1, -1):
+        layers = layers[1:]
+    if not any(isinstance(m, StackedLinear) for m in layers):
+        return None
+    if not all(isinstance(m, StackedLinear) or type(m) in ELEMENTWISE for m in layers):
+        return None
+    return layers
+
 
 def _cat(tensors) -> torch.Tensor:
     return torch.cat([t.detach() for t in tensors])
@@ -132,6 +157,7 @@ class StackedNet(nn.Module):
         self.runs = len(models)
         self.shapes = {k: v.shape for k, v in models[0].state_dict().items()}
         self.body = stack_modules(models)
+        self._run_major = run_major_layers(self.body) if self.runs > 1 else None
         if example is not None and self.runs > 1:
             self._check(models, example)
 
@@ -143,6 +169,11 @@ class StackedNet(nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._run_major is not None:
+            x = x.flatten(2)
+            for layer in self._run_major:
+                x = layer.run_major(x) if isinstance(layer, StackedLinear) else layer(x)
+            return x
         out = self.body(self._layout(x))
         return out.unsqueeze(0) if self.runs == 1 else out.view(out.shape[0], self.runs, -1).transpose(0, 1)
 

@@ -277,3 +277,16 @@ def test_losses_that_differ_otherwise_keep_separate_calls():
     groups = loss_groups(mixed, "cpu")
     # ce | both jal-ce | nnce 1e-8 | nnce 1e-7 (min_prob is not row-wise) | amse q=2 | amse q=3 (q picks a branch)
     assert [list(range(len(mixed)))[g] for g, _ in groups] == [[0], [1, 2], [3], [4], [5], [6]]
+
+
+@pytest.mark.parametrize("k", [2, 10, 100])
+def test_the_softmax_of_a_stacks_many_rows_is_the_usual_one(k):
+    from torch.nn import functional as F
+
+    from jal_plugins.losses.base import log_probs, probs
+
+    z = (torch.randn(1024, k, generator=torch.Generator().manual_seed(k)) * 3).requires_grad_(True)
+    for ours, usual in ((log_probs, F.log_softmax), (probs, F.softmax)):
+        grad = torch.randn(1024, k, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(ours(z), usual(z, dim=1))
+        torch.testing.assert_close(torch.autograd.grad(ours(z), z, grad)[0], torch.autograd.grad(usual(z, dim=1), z, grad)[0])

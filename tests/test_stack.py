@@ -11,7 +11,7 @@ from torch import nn
 from jal_plugins import create_loss, create_model, create_noise_model
 from jal_plugins.datasets import digits
 from jal_plugins.engine import DeviceData, Stack, TrainConfig, seeded_init
-from jal_plugins.stack import NotStackable, StackedNet
+from jal_plugins.stack import NotStackable, StackedNet, run_major_layers
 
 # Three runs that differ in everything a run may keep for itself.
 RUNS = [
@@ -126,6 +126,25 @@ def test_every_built_in_network_stacks_and_unstacks_exactly():
             assert state.keys() == m.state_dict().keys()
             for k, v in m.state_dict().items():
                 torch.testing.assert_close(state[k], v)
+
+
+class Shifted(nn.Sequential):
+    """A Sequential with a forward of its own: its layers cannot be run one by one."""
+
+    def forward(self, x):
+        return super().forward(x) + 1
+
+
+def test_a_stack_of_mlps_keeps_its_runs_apart_without_copies_and_other_networks_do_not_try():
+    models = [seeded_init(s, lambda: create_model("mlp", 10, 1, 8)) for s in range(3)]
+    net = StackedNet(models, torch.randn(2, 1, 8, 8))  # checked against each run alone
+    assert run_major_layers(net.body) is not None
+    x = torch.randn(3, 5, 1, 8, 8)
+    torch.testing.assert_close(net(x), torch.stack([m(x[r]) for r, m in enumerate(models)]))
+    shifted = StackedNet([Shifted(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)) for _ in range(2)], torch.randn(2, 4))
+    assert run_major_layers(shifted.body) is None
+    cnn = StackedNet([create_model("cnn4", 10, 1, 28, width=0.25) for _ in range(2)])
+    assert run_major_layers(cnn.body) is None
 
 
 class Centering(nn.Module):
