@@ -24,6 +24,7 @@ import argparse
 p = argparse.ArgumentParser()
 p.add_argument("source"); p.add_argument("--epochs", type=int, default=10); p.add_argument("--seeds", type=int, default=2)
 p.add_argument("--loss", default="jal-ce"); p.add_argument("--avg", type=int, default=4); p.add_argument("--lp", default="")
+p.add_argument("--in-sample", action="store_true", help="also rank by the networks that trained on each row")
 a = p.parse_args()
 
 class A: seed = 0; data = str(Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -71,3 +72,15 @@ score(mean_over(snap, S, [E]), f"last, {S} seeds")
 for m in range(2, a.avg + 1):
     score(mean_over(snap, 1, range(E - m + 1, E + 1)), f"avg last {m}, 1 seed")
     score(mean_over(snap, S, range(E - m + 1, E + 1)), f"avg last {m}, {S} seeds")
+
+if a.in_sample:  # every network predicts every row: the ones that trained on it say whether they fit its label
+    every = torch.softmax(oof.logits(ex).double(), 2).cpu().numpy()  # (R, N, K)
+    trained = np.zeros((oof.runs, len(g)), bool)
+    for r, (rows_r, _) in enumerate(oof.splits(ex.y)):
+        trained[r, rows_r] = True
+    inside = (every * trained[:, :, None]).sum(0) / np.maximum(trained.sum(0), 1)[:, None]
+    held = mean_over(snap, S, [E]) / S
+    score(inside, f"in-sample, {S} seeds")
+    score(every.mean(0), f"every network, {S} seeds")
+    for w in (0.25, 0.5):
+        score((1 - w) * held + w * inside, f"out-of-fold + {w} in-sample, {S} seeds")

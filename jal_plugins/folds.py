@@ -122,6 +122,11 @@ class OutOfFold:
         total[alone] = np.eye(total.shape[1])[data.y.cpu().numpy()[alone]]
         return total / np.maximum(count, 1)[:, None]
 
+    def every_network(self, data) -> np.ndarray:
+        """``(N, K)``: the mean of every network's probabilities of ``data``'s rows, the networks that
+        trained on a row beside those that held it out."""
+        return torch.softmax(self.stacks.logits(data).double(), 2).mean(0).cpu().numpy()
+
     def logits(self, data) -> torch.Tensor:
         return self.stacks.logits(data)
 

@@ -239,7 +239,12 @@ def test_flag_a_count_or_a_fraction_of_the_same_ranking(tmp_path, cli):
     lab = Datalab({"label": probs["given"]}, label_name="label", verbosity=0)
     lab.find_issues(pred_probs=probs["pred_probs"], features=load_digits().data[probs["index"]],
                     issue_types={"label": {}, "outlier": {}, "near_duplicate": {}})  # fmt: skip
-    np.testing.assert_allclose(lab.get_issues("label")["label_score"], probs["label_quality"], rtol=1e-5)
+    given = probs["given"]
+    np.testing.assert_allclose(lab.get_issues("label")["label_score"], probs["pred_probs"][np.arange(len(given)), given],
+                               rtol=1e-5)  # fmt: skip
+    # the audit's own ranking: self-confidence in every fold network's mean, the out-of-sample one among them
+    np.testing.assert_allclose(probs["label_quality"], probs["mean_probs"][np.arange(len(given)), given], rtol=1e-5)
+    assert not np.allclose(probs["mean_probs"], probs["pred_probs"])
     assert {"outlier", "near_duplicate"} <= set(lab.get_issue_summary()["issue_type"])
 
 
