@@ -157,8 +157,7 @@ def out_of_sample(job: Job, folds: int, out: Path, progress=None, ensemble: int 
     train(networks, examples, reproducible=reproducible,
           callbacks=(fold_divergence(folds), now_and_then(save_folds),
                      report(done, done + networks.epochs)))  # fmt: skip
-    return (data, x, index, given, networks.probabilities(examples), networks.every_network(examples), prepared.model,
-            chooser and chooser.info(0))  # fmt: skip
+    return (data, x, index, given, *networks.predictions(examples), prepared.model, chooser and chooser.info(0))
 
 
 def parse_flag(value) -> int | float | str:
@@ -224,7 +223,7 @@ def find_issues(given: np.ndarray, pred_probs: np.ndarray, flag="auto", ranked: 
     (``estimate_issues``) and the noise rate it implies; ``T`` is cleanlab's estimate from its
     confident joint; both from ``pred_probs``.
 
-    Why the audit ranks by every network's mean (``folds.OutOfFold.every_network``) and counts by the
+    Why the audit ranks by every network's mean (``folds.OutOfFold.predictions``) and counts by the
     out-of-sample probabilities: on 5,000 Fashion-MNIST images with 20 % wrong labels the mean of all
     five networks ranked them better than the one that held each out (AUPRC 0.953 -> 0.967
     symmetric, 0.851 -> 0.873 asymmetric; ``benchmarks/audit_signals.py --in-sample``), while the

@@ -112,7 +112,18 @@ class OutOfFold:
     def probabilities(self, data) -> np.ndarray:
         """``(N, K)`` out-of-fold probabilities of ``data``'s rows: the mean over the networks that held
         each row out (a row none held out, its class seen once, keeps its own label)."""
-        held = self.held_out(data)
+        return self._out_of_fold(self.held_out(data), data)
+
+    def predictions(self, data) -> tuple[np.ndarray, np.ndarray]:
+        """``(out-of-fold probabilities, every network's mean probabilities)`` of ``data``'s rows, both
+        ``(N, K)`` and from one pass of every network over every row; the mean counts the networks
+        that trained on a row beside those that held it out."""
+        z = self.stacks.logits(data)
+        held = [(rows, z[i, torch.as_tensor(rows, device=z.device)]) for i, (_, rows) in enumerate(self.splits(data.y))]
+        return self._out_of_fold(held, data), torch.softmax(z.double(), 2).mean(0).cpu().numpy()
+
+    @staticmethod
+    def _out_of_fold(held: list, data) -> np.ndarray:
         total = np.zeros((len(data.y), held[0][1].shape[1]))
         count = np.zeros(len(data.y))
         for rows, z in held:
@@ -121,11 +132,6 @@ class OutOfFold:
         alone = count == 0
         total[alone] = np.eye(total.shape[1])[data.y.cpu().numpy()[alone]]
         return total / np.maximum(count, 1)[:, None]
-
-    def every_network(self, data) -> np.ndarray:
-        """``(N, K)``: the mean of every network's probabilities of ``data``'s rows, the networks that
-        trained on a row beside those that held it out."""
-        return torch.softmax(self.stacks.logits(data).double(), 2).mean(0).cpu().numpy()
 
     def logits(self, data) -> torch.Tensor:
         return self.stacks.logits(data)

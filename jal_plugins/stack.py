@@ -45,10 +45,7 @@ class StackedLinear(nn.Module):
 
     def forward(self, x):
         b = x.shape[0]
-        x = x.reshape(b, self.runs, -1).transpose(0, 1)  # (R, B, in)
-        out = torch.bmm(x, self.weight.transpose(1, 2)) if self.bias is None else torch.baddbmm(
-            self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))  # fmt: skip
-        return out.transpose(0, 1).reshape(b, -1)
+        return self.run_major(x.reshape(b, self.runs, -1).transpose(0, 1)).transpose(0, 1).reshape(b, -1)
 
     def run_major(self, x):
         """``(R, B, in) -> (R, B, out)``: the layout a stack of MLPs keeps throughout (no copies)."""
