@@ -76,6 +76,15 @@ class EpochSampler:
         aug = None if augs[0] is None else {k: torch.stack([a[k] for a in augs]) for k in augs[0]}
         return torch.stack(orders), aug
 
+    def parts(self, length: int) -> list[slice]:
+        """An epoch's batches of ``length`` rows; a last batch of one row joins the one before, since
+        batch normalisation cannot train on a single row (how many rows a pruning method keeps is
+        not ours to choose)."""
+        ends = [*range(self.batch_size, length, self.batch_size), length] if length else []
+        if len(ends) > 1 and ends[-1] - ends[-2] == 1:
+            del ends[-2]
+        return [slice(start, end) for start, end in zip([0, *ends[:-1]], ends)]
+
     def batches(self, epoch: int, data, labels=None, weights=None, rows=None, rank: int = 0, world: int = 1):
         """Yield ``(index, inputs, labels, weights)`` batches of ``data``, each with a leading run axis.
 
@@ -88,8 +97,7 @@ class EpochSampler:
         if weights is None and data.w is not None:
             weights = data.w.expand(runs, -1)
         order, aug = self._order(epoch, len(data), rows, data.y.device)
-        for start in range(0, order.shape[1], self.batch_size):
-            part = slice(start, start + self.batch_size)
+        for part in self.parts(order.shape[1]):
             idx = order[:, part]
             a = None if aug is None else {k: v[:, part] for k, v in aug.items()}
             if world > 1:

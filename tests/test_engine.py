@@ -93,3 +93,20 @@ def test_trainer_keeps_last_partial_batch_and_learns():
     for _ in range(30):
         stats = trainer.train_epoch(data)
     assert trainer.epoch == 30 and trainer.accuracy(data) > 0.9 and stats["train_accuracy"] > 0.8
+
+
+def test_a_last_batch_of_one_row_joins_the_one_before_so_batch_norm_can_train():
+    from jal_plugins.sampler import EpochSampler
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(129, 6)).astype(np.float32)  # 2 x 64 + 1: a pruning method may keep any count
+    y = (x[:, 0] > 0).astype(np.int64)
+    data = DeviceData(x, y, "cpu")
+    seen = [idx for idx, *_ in EpochSampler([0], 64, "none").batches(0, data)]
+    assert [i.shape[1] for i in seen] == [64, 65]
+    assert sorted(torch.cat(seen, 1)[0].tolist()) == list(range(129))
+    longer = DeviceData(np.r_[x, x[:1]], np.r_[y, y[:1]], "cpu")
+    assert [idx.shape[1] for idx, *_ in EpochSampler([0], 64, "none").batches(0, longer)] == [64, 64, 2]
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    trainer = Trainer(model, create_loss("ce", 2, reduction="none"), TrainConfig(epochs=2, batch_size=64, lr=0.1), "cpu")
+    assert trainer.train_epoch(data)["train_loss"] > 0
